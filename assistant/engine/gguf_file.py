@@ -1,0 +1,168 @@
+"""GGUF files without loading them into llama.cpp: path validation, a fast header reader,
+and a metadata summary.
+
+`gguf.GGUFReader` builds a numpy object per array element, which takes ~20 s for a
+262k-token vocabulary; this reader walks the header once with `struct` and keeps only what
+the assistant needs (scalars, the token count, FIM tokens, tensor locations).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+FIM_KEYS = ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id")
+FIM_TEXTS = {
+    t.encode()
+    for t in ("<|fim_prefix|>", "<fim_prefix>", "<fim-prefix>", "<PRE>", "▁<PRE>", "<｜fim▁begin｜>", "[PREFIX]")
+}
+# GGUF value types -> struct format (8: string, 9: array)
+_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def check_gguf_path(path: str | os.PathLike) -> Path:
+    """Return the path if it is a readable GGUF file, else raise ModelError with one clear line."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ModelError(f"model file not found: {p}")
+    if p.is_dir():
+        raise ModelError(f"model path is a directory, not a GGUF file: {p}")
+    try:
+        with p.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"not a GGUF file (bad magic {magic!r}): {p}")
+    return p
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]  # GGUF order: fastest-varying dimension first
+    ggml_type: int
+    offset: int  # absolute offset in the file
+
+
+@dataclass
+class GGUFHeader:
+    metadata: dict = field(default_factory=dict)  # scalars and strings
+    n_tokens: int = 0
+    fim_tokens: bool = False
+    tensors: dict[str, TensorInfo] = field(default_factory=dict)
+
+
+def read_header(path: str | os.PathLike) -> GGUFHeader:
+    p = check_gguf_path(path)
+    try:
+        with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return _parse(memoryview(mm))
+    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
+        raise ModelError(f"corrupt or truncated GGUF header in {p}: {exc}") from None
+
+
+def _parse(buf: memoryview) -> GGUFHeader:
+    unpack_from = struct.unpack_from
+    version, n_tensors, n_kv = unpack_from("<IQQ", buf, 4)
+    if version < 2:
+        raise ValueError(f"unsupported GGUF version {version}")
+    pos = 24
+    header = GGUFHeader()
+
+    def string(at: int) -> tuple[bytes, int]:
+        (n,) = unpack_from("<Q", buf, at)
+        end = at + 8 + n
+        if end > len(buf):
+            raise ValueError("string runs past the end of the file")
+        return bytes(buf[at + 8 : end]), end
+
+    def skip_value(vtype: int, at: int) -> int:
+        if vtype in _SCALAR:
+            return at + struct.calcsize("<" + _SCALAR[vtype])
+        if vtype == 8:
+            return string(at)[1]
+        raise ValueError(f"bad value type {vtype}")
+
+    for _ in range(n_kv):
+        key_b, pos = string(pos)
+        key = key_b.decode("utf-8")
+        (vtype,) = unpack_from("<I", buf, pos)
+        pos += 4
+        if vtype == 9:
+            etype, count = unpack_from("<IQ", buf, pos)
+            pos += 12
+            if key == "tokenizer.ggml.tokens":
+                header.n_tokens = count
+            if etype == 8:
+                check = key == "tokenizer.ggml.tokens"
+                for _i in range(count):
+                    (n,) = unpack_from("<Q", buf, pos)
+                    if check and 3 <= n <= 24 and bytes(buf[pos + 8 : pos + 8 + n]) in FIM_TEXTS:
+                        header.fim_tokens = True
+                    pos += 8 + n
+            elif etype in _SCALAR:
+                pos += count * struct.calcsize("<" + _SCALAR[etype])
+            else:
+                raise ValueError(f"unsupported array element type {etype}")
+        elif vtype == 8:
+            value, pos = string(pos)
+            header.metadata[key] = value.decode("utf-8", "replace")
+        elif vtype in _SCALAR:
+            fmt = "<" + _SCALAR[vtype]
+            (header.metadata[key],) = unpack_from(fmt, buf, pos)
+            pos += struct.calcsize(fmt)
+        else:
+            raise ValueError(f"bad value type {vtype} for {key}")
+    infos = []
+    for _ in range(n_tensors):
+        name_b, pos = string(pos)
+        (n_dims,) = unpack_from("<I", buf, pos)
+        dims = unpack_from(f"<{n_dims}Q", buf, pos + 4)
+        pos += 4 + 8 * n_dims
+        ggml_type, offset = unpack_from("<IQ", buf, pos)
+        pos += 12
+        infos.append((name_b.decode("utf-8"), tuple(dims), ggml_type, offset))
+    align = int(header.metadata.get("general.alignment", 32))
+    data_start = (pos + align - 1) // align * align
+    for name, dims, ggml_type, offset in infos:
+        header.tensors[name] = TensorInfo(name, dims, ggml_type, data_start + offset)
+    if any(k in header.metadata for k in FIM_KEYS):
+        header.fim_tokens = True
+    return header
+
+
+@dataclass
+class GGUFInfo:
+    path: str
+    size_bytes: int
+    architecture: str
+    name: str
+    vocab_size: int
+    context_length: int | None
+    fim: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_info(path: str | os.PathLike) -> GGUFInfo:
+    """Summarise a GGUF from its header (no weights are read)."""
+    p = check_gguf_path(path)
+    h = read_header(p)
+    arch = h.metadata.get("general.architecture", "unknown")
+    return GGUFInfo(
+        path=str(p),
+        size_bytes=p.stat().st_size,
+        architecture=arch,
+        name=h.metadata.get("general.name") or p.stem,
+        vocab_size=h.n_tokens,
+        context_length=h.metadata.get(f"{arch}.context_length"),
+        fim=h.fim_tokens,
+    )

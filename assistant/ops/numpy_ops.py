@@ -1,0 +1,114 @@
+"""Logits kernels on numpy: the default backend.
+
+All functions take a 1-D float array of logits over the whole vocabulary (no assumption on
+its size) and never modify their input unless the name says `_inplace`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NEG_INF = np.float32(-np.inf)
+name = "numpy"
+
+
+def asarray(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+def to_numpy(x) -> np.ndarray:
+    return np.asarray(x)
+
+
+def argmax(logits) -> int:
+    return int(np.argmax(logits))
+
+
+def log_softmax(logits) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float32)
+    m = np.max(x)
+    shifted = x - m
+    return shifted - np.log(np.sum(np.exp(shifted)))
+
+
+def softmax(logits) -> np.ndarray:
+    x = np.asarray(logits, dtype=np.float32)
+    e = np.exp(x - np.max(x))
+    return e / np.sum(e)
+
+
+def entropy(logits) -> float:
+    """Shannon entropy in nats of softmax(logits) (AdaDec's unit)."""
+    logp = log_softmax(logits)
+    p = np.exp(logp)
+    finite = np.isfinite(logp)
+    return float(-np.sum(p[finite] * logp[finite]))
+
+
+def top_k(logits, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest logits and their token ids, best first."""
+    x = np.asarray(logits)
+    k = max(1, min(int(k), x.shape[0]))
+    idx = np.argpartition(x, -k)[-k:] if k < x.shape[0] else np.arange(x.shape[0])
+    order = np.argsort(-x[idx], kind="stable")
+    idx = idx[order]
+    return x[idx], idx
+
+
+def apply_temperature(logits, temperature: float) -> np.ndarray:
+    if temperature <= 0:
+        raise ValueError("temperature must be > 0 (use greedy for temperature 0)")
+    return np.asarray(logits, dtype=np.float32) / np.float32(temperature)
+
+
+def top_k_mask(logits, k: int) -> np.ndarray:
+    """Logits with everything outside the top k set to -inf (k <= 0 keeps all)."""
+    x = np.array(logits, dtype=np.float32)
+    if k <= 0 or k >= x.shape[0]:
+        return x
+    kth = np.partition(x, -k)[-k]
+    x[x < kth] = NEG_INF
+    return x
+
+
+def top_p_mask(logits, p: float) -> np.ndarray:
+    """Nucleus truncation: keep the smallest set of tokens whose probability reaches p."""
+    x = np.array(logits, dtype=np.float32)
+    if p >= 1.0:
+        return x
+    live = np.flatnonzero(x > NEG_INF)  # after top-k only a few are left: sort just those
+    order = live[np.argsort(-x[live], kind="stable")]
+    cum = np.cumsum(softmax(x[order]))
+    keep = int(np.searchsorted(cum, p, side="left")) + 1
+    x[order[keep:]] = NEG_INF
+    return x
+
+
+def min_p_mask(logits, p: float) -> np.ndarray:
+    """Drop tokens whose probability is below p times the top token's probability."""
+    x = np.array(logits, dtype=np.float32)
+    if p <= 0.0:
+        return x
+    cutoff = np.max(x) + np.float32(np.log(p))
+    x[x < cutoff] = NEG_INF
+    return x
+
+
+def mask_inplace(logits, allowed) -> np.ndarray:
+    """Set logits of disallowed tokens to -inf. `allowed` is a bool array over the vocabulary."""
+    x = np.asarray(logits)
+    x[~np.asarray(allowed, dtype=bool)] = NEG_INF
+    return x
+
+
+def sample(logits, rng: np.random.Generator) -> int:
+    """Draw one token from softmax(logits) by inverse CDF with one uniform from `rng`.
+
+    Using the caller's numpy Generator for the uniform makes the draw reproducible for a seed
+    and identical across backends.
+    """
+    x = np.asarray(logits, dtype=np.float32)
+    live = np.flatnonzero(x > NEG_INF)
+    cum = np.cumsum(softmax(x[live]).astype(np.float64))
+    u = rng.random() * cum[-1]
+    return int(live[min(np.searchsorted(cum, u, side="right"), live.shape[0] - 1)])

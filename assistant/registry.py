@@ -1,0 +1,111 @@
+"""The plugin manager: built-in and third-party plugins, both loaded from entry points.
+
+Entry points are loaded once per process. A plugin that fails to import, or whose hook
+raises, is recorded in `failures` under its entry-point name and skipped; it never takes the
+assistant down. `ASSISTANT_PLUGINS=name,name` limits which entry points load.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+
+ENTRY_POINT_GROUP = "assistant"
+ONLY_ENV = "ASSISTANT_PLUGINS"
+
+
+class Registry:
+    """Loaded plugins and what they registered."""
+
+    def __init__(self, only: Iterable[str] | None = None):
+        self.pm = pluggy.PluginManager("assistant")
+        self.pm.add_hookspecs(hookspecs)
+        self.failures: dict[str, str] = {}
+        self._cache: dict[str, list[tuple[str, tuple, dict]]] = {}
+        self._load(set(only) if only is not None else None)
+
+    def _load(self, only: set[str] | None) -> None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if only is not None and ep.name not in only:
+                continue
+            if self.pm.get_plugin(ep.name) is not None:
+                continue  # the same distribution seen twice on sys.path
+            try:
+                module = ep.load()
+                self.pm.register(module, name=ep.name)
+            except Exception as exc:  # noqa: BLE001 - any broken plugin is skipped
+                self.failures[ep.name] = f"{type(exc).__name__}: {exc}"
+
+    def add(self, module: Any, name: str) -> None:
+        """Register an in-process plugin object (used by embedding applications)."""
+        self.pm.register(module, name=name)
+        self._cache.clear()
+
+    def collect(self, hook: str) -> list[tuple[str, tuple, dict]]:
+        """Call every implementation of `register_<kind>` in isolation.
+
+        Returns (plugin name, args, kwargs) for each `register(...)` call.
+        """
+        if hook in self._cache:
+            return self._cache[hook]
+        found: list[tuple[str, tuple, dict]] = []
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            calls: list[tuple[str, tuple, dict]] = []
+
+            def register(*args, _calls=calls, _name=impl.plugin_name, **kwargs):
+                _calls.append((_name, args, kwargs))
+
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # noqa: BLE001
+                self.failures[impl.plugin_name] = f"{hook} raised {type(exc).__name__}: {exc}"
+                continue
+            found.extend(calls)
+        self._cache[hook] = found
+        return found
+
+    def strategies(self) -> dict[str, type]:
+        """Strategy classes by name (first registration of a name wins)."""
+        out: dict[str, type] = {}
+        for plugin, args, _ in self.collect("register_strategies"):
+            cls = args[0]
+            name = getattr(cls, "name", None)
+            if not name:
+                self.failures[plugin] = f"strategy {cls!r} has no `name`"
+                continue
+            out.setdefault(name, cls)
+        return dict(sorted(out.items()))
+
+    def strategy(self, name: str) -> type:
+        strategies = self.strategies()
+        if name not in strategies:
+            known = ", ".join(strategies) or "none (is the package installed?)"
+            raise PluginError(f"unknown strategy {name!r}; available: {known}")
+        return strategies[name]
+
+    def commands(self) -> list[tuple[Callable, str | None]]:
+        return [(args[0], kwargs.get("name")) for _, args, kwargs in self.collect("register_commands")]
+
+    def named(self, hook: str) -> dict[str, Any]:
+        """Registrations of the form register(name, thing) for constraints, scorers, tools, ..."""
+        return {args[0]: args[1] for _, args, _ in self.collect(hook) if len(args) >= 2}
+
+
+_registry: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, created on first use."""
+    global _registry
+    if _registry is None:
+        only = os.environ.get(ONLY_ENV)
+        names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+        _registry = Registry(names)
+    return _registry

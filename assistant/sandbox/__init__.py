@@ -1,0 +1,1 @@
+"""Running generated code: subprocess, time/memory limits, temp dir (grows with the eval issue)."""

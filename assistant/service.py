@@ -1,0 +1,115 @@
+"""The Service every interface calls: loaded models by role, their contexts, the plugin
+registry and settings. Requests to one context run one at a time (a lock per context)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from . import bundled, ops
+from .config import Settings
+from .context import build_prompt
+from .decoding import Constraint, Event, Request, Run
+from .engine import Context, Model, check_gguf_path
+from .registry import Registry, get_registry
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry | None = None,
+        *,
+        on_progress: Callable[[str, float], None] | None = None,
+    ):
+        self.settings = settings
+        self.registry = registry or get_registry()
+        self.on_progress = on_progress
+        self._models: dict[str, Model] = {}
+        self._contexts: dict[str, Context] = {}
+        self._main: dict[str, object] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    # -- models -----------------------------------------------------------------------------
+    def model_path(self, role: str = bundled.COMPLETION) -> Path:
+        configured = self.settings.chat_model if role == bundled.CHAT else self.settings.completion_model
+        return check_gguf_path(configured) if configured else bundled.default_path(role)
+
+    def model(self, role: str = bundled.COMPLETION) -> Model:
+        with self._guard:
+            path = self.model_path(role)
+            key = str(path.resolve())
+            if key not in self._models:
+                progress = None
+                if self.on_progress is not None:
+                    name = path.name
+
+                    def progress(fraction, _name=name):
+                        self.on_progress(_name, fraction)
+
+                self._models[key] = Model(
+                    path,
+                    n_gpu_layers=self.settings.n_gpu_layers,
+                    rpc_servers=self.settings.rpc_servers,
+                    progress=progress,
+                )
+            return self._models[key]
+
+    def context(self, role: str = bundled.COMPLETION) -> Context:
+        model = self.model(role)
+        key = str(model.path.resolve())
+        with self._guard:
+            if key not in self._contexts:
+                s = self.settings
+                self._contexts[key] = Context(
+                    model, n_ctx=s.n_ctx, n_seq_max=s.n_seq_max, n_batch=s.n_batch, threads=s.threads
+                )
+                self._locks[key] = threading.Lock()
+            return self._contexts[key]
+
+    # -- requests ---------------------------------------------------------------------------
+    def generate(
+        self,
+        request: Request,
+        *,
+        role: str = bundled.COMPLETION,
+        cancel: threading.Event | None = None,
+        constraint: Constraint | None = None,
+    ) -> Iterator[Event]:
+        """Run a request through its strategy, yielding events (the last one is `Done`)."""
+        request.validate()
+        strategy_cls = self.registry.strategy(request.strategy)
+        strategy = strategy_cls(strategy_cls.parse_options(request.options))
+        model = self.model(role)
+        context = self.context(role)
+        key = str(model.path.resolve())
+        with self._locks[key]:
+            context.reset_abort()
+            prompt = build_prompt(model, request, context.n_ctx)
+            main = self._main.get(key)
+            if main is None:
+                main = self._main[key] = context.new_sequence()  # kept for prefix reuse
+            run = Run(
+                request=request,
+                model=model,
+                context=context,
+                prompt_tokens=prompt.tokens,
+                ops=ops.backend(self.settings.ops_backend, on_gpu=model.on_gpu),
+                strategy=strategy_cls.name,
+                guard=prompt.guard,
+                constraint=constraint,
+                cancel=cancel,
+                sequence=main,
+            )
+            for event in strategy.generate(run):
+                if hasattr(event, "stats") and isinstance(event.stats, dict):
+                    event.stats.setdefault("prompt_truncated", prompt.truncated)
+                    event.stats.setdefault("prompt_mode", prompt.mode)
+                yield event
+
+    def cancel_all(self) -> None:
+        """Abort any decode running on any context (e.g. on a newer keystroke)."""
+        for ctx in self._contexts.values():
+            ctx.abort()

@@ -1,0 +1,127 @@
+"""The real `assistant` command: output formats and error paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+
+
+def test_generate_json_and_stream(smol_path):
+    res = run_cli("generate", "def fibonacci(n):", "--model", str(smol_path), "-n", "12", "--json")
+    assert res.returncode == 0, res.stderr
+    obj = json.loads(res.stdout)
+    assert set(obj) >= {"text", "strategy", "finish_reason", "stats"}
+    assert obj["strategy"] == "greedy" and obj["stats"]["generated_tokens"] <= 12
+    streamed = run_cli("generate", "def fibonacci(n):", "--model", str(smol_path), "-n", "12")
+    assert streamed.returncode == 0
+    assert streamed.stdout.rstrip("\n") == obj["text"].rstrip("\n")
+
+
+def test_generate_reads_stdin_and_samples(smol_path):
+    args = [
+        "generate",
+        "-",
+        "--model",
+        str(smol_path),
+        "-n",
+        "10",
+        "--json",
+        "--strategy",
+        "sample",
+        "--temperature",
+        "0.9",
+        "--seed",
+        "5",
+    ]
+    a = run_cli(*args, input="import os\n")
+    b = run_cli(*args, input="import os\n")
+    assert a.returncode == 0, a.stderr
+    assert json.loads(a.stdout)["text"] == json.loads(b.stdout)["text"]
+
+
+def test_generate_default_model_is_gemma(tmp_path):
+    res = run_cli("generate", "def add(a, b):", "-n", "8", "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["stats"]["generated_tokens"] > 0
+
+
+def test_complete_at_cursor(tmp_path, smol_path):
+    src = tmp_path / "calc.py"
+    src.write_text("def add(a, b):\n    return a + b\n\n\nresult = add(1, )\nprint(result)\n")
+    res = run_cli("complete", str(src), "--line", "5", "--column", "17", "--model", str(smol_path), "--json")
+    assert res.returncode == 0, res.stderr
+    obj = json.loads(res.stdout)
+    assert "\n" not in obj["text"] and not obj["text"].endswith(")")
+    plain = run_cli("complete", str(src), "--line", "5", "--column", "17", "--model", str(smol_path))
+    assert plain.stdout == obj["text"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "x", "--model", "/nonexistent/model.gguf"], "model file not found"),
+        (["generate", "x", "--model", "{tmp}"], "directory"),
+        (["generate", "x", "--model", "{tmp}/notes.txt"], "not a GGUF file"),
+        (["generate", "x", "--model", "{tmp}/locked.gguf"], "cannot read"),
+        (["generate", "x", "--strategy", "nope", "--model", "{smol}"], "unknown strategy"),
+        (["generate", "x", "-o", "oops", "--model", "{smol}"], "KEY=VALUE"),
+        (["complete", "{tmp}/missing.py", "--line", "1", "--column", "1"], "file not found"),
+        (["complete", "{tmp}/notes.txt", "--line", "9", "--column", "1"], "outside"),
+        (["models", "--model", "{tmp}/notes.txt"], "not a GGUF file"),
+    ],
+)
+def test_errors_are_one_line_exit_2(tmp_path, smol_path, args, message):
+    (tmp_path / "notes.txt").write_text("hello\n")
+    locked = tmp_path / "locked.gguf"
+    locked.write_bytes(b"GGUF")
+    locked.chmod(0)
+    args = [a.format(tmp=tmp_path, smol=smol_path) for a in args]
+    res = run_cli(*args)
+    if message == "cannot read" and locked.open("rb"):  # running as root: permissions don't apply
+        pytest.skip("root can read a mode-000 file")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_truncated_gguf_is_a_clear_error(tmp_path, smol_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(smol_path.read_bytes()[:4096])
+    res = run_cli("generate", "x", "--model", str(broken))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "could not load" in res.stderr or "GGUF" in res.stderr
+
+
+def test_strategies_and_models(smol_path, gemma_path):
+    res = run_cli("strategies", "--json")
+    assert res.returncode == 0
+    by_name = {s["name"]: s for s in json.loads(res.stdout)}
+    assert {"greedy", "sample"} <= set(by_name)
+    assert {o["name"] for o in by_name["sample"]["options"]} >= {"temperature", "top_k", "top_p", "min_p"}
+    assert run_cli("strategies").returncode == 0
+    res = run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": str(smol_path.parent)})
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    roles = {r["role"]: r for r in rows}
+    assert roles["default completion"]["vocab_size"] == 262144
+    assert roles["default completion"]["fim"] is False
+    assert roles["default chat"]["architecture"] == "llama"
+    assert any(r["path"] == str(smol_path) for r in rows)
+
+
+def test_every_command_has_help():
+    for cmd in (["generate"], ["complete"], ["strategies"], ["models"], ["bench", "speed"]):
+        res = run_cli(*cmd, "--help")
+        assert res.returncode == 0 and "--json" in res.stdout, cmd
+
+
+def test_bench_speed_json(smol_path):
+    res = run_cli("bench", "speed", "--model", str(smol_path), "--tokens", "16", "--rounds", "1", "--json")
+    assert res.returncode == 0, res.stderr
+    obj = json.loads(res.stdout)
+    for key in ("baseline_tok_s", "engine_tok_s", "raw_tok_s", "ratio", "prefill_tok_s"):
+        assert obj[key] > 0, key
+    assert set(obj["batched"]) == {"1", "2", "4"}
+    assert obj["engine_matches_raw"] is True  # same kernels, same greedy tokens

@@ -1,0 +1,39 @@
+"""Settings layering: defaults < config file < environment < flags; clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from assistant.config import Settings, load_settings
+from assistant.errors import UserError
+
+
+def test_layers(isolated_env, monkeypatch):
+    cfg = isolated_env / "config.toml"
+    assert load_settings() == Settings()
+    cfg.write_text('max_tokens = 99\nthreads = 3\nmodel_dirs = ["/a", "/b"]\nstrategy = "sample"\n')
+    s = load_settings()
+    assert (s.max_tokens, s.threads, s.model_dirs, s.strategy) == (99, 3, ["/a", "/b"], "sample")
+    monkeypatch.setenv("ASSISTANT_MAX_TOKENS", "7")
+    monkeypatch.setenv("ASSISTANT_MODEL_DIRS", "/x,/y")
+    s = load_settings()
+    assert (s.max_tokens, s.threads, s.model_dirs) == (7, 3, ["/x", "/y"])
+    s = load_settings({"max_tokens": 5, "threads": None})
+    assert (s.max_tokens, s.threads) == (5, 3)
+
+
+def test_errors_name_the_source(isolated_env, monkeypatch):
+    cfg = isolated_env / "config.toml"
+    cfg.write_text("max_tokens = 'lots'\n")
+    with pytest.raises(UserError, match="config file .*max_tokens"):
+        load_settings()
+    cfg.write_text("colour = 1\n")
+    with pytest.raises(UserError, match="unknown setting 'colour'"):
+        load_settings()
+    cfg.write_text("max_tokens = [\n")
+    with pytest.raises(UserError, match="config file"):
+        load_settings()
+    cfg.unlink()
+    monkeypatch.setenv("ASSISTANT_N_CTX", "big")
+    with pytest.raises(UserError, match="ASSISTANT_N_CTX"):
+        load_settings()

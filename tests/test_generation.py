@@ -1,0 +1,103 @@
+"""Requests through the Service and the built-in strategies on a real model."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from assistant.decoding import AllowedTokens, Done, Request, Sampling, Token
+from assistant.errors import PluginError, UserError
+
+
+def collect(service, request, **kw):
+    events = list(service.generate(request, **kw))
+    done = events[-1]
+    assert isinstance(done, Done)
+    shown = "".join(e.text for e in events if isinstance(e, Token))
+    assert shown == done.text  # streamed text is exactly the final text
+    return done, events
+
+
+def test_greedy_deterministic_through_service(service):
+    req = lambda: Request(prompt="def fibonacci(n):", max_tokens=16)  # noqa: E731
+    a, _ = collect(service, req())
+    b, _ = collect(service, req())
+    assert a.text == b.text and a.tokens == b.tokens
+    assert a.finish_reason in ("length", "stop")
+    assert a.stats["generated_tokens"] == len(a.tokens) <= 16
+    # the second run reused the cached prompt
+    assert b.stats["tokens_reused"] > 0
+
+
+def test_sample_is_seeded(service):
+    def run(seed):
+        req = Request(prompt="import", max_tokens=12, strategy="sample", sampling=Sampling(temperature=1.0, seed=seed))
+        return collect(service, req)[0].tokens
+
+    assert run(7) == run(7)
+    assert len({tuple(run(s)) for s in range(4)}) > 1
+
+
+def test_max_tokens_and_stop_strings(service):
+    done, _ = collect(service, Request(prompt="for i in range(10):\n", max_tokens=5))
+    assert len(done.tokens) == 5 and done.finish_reason == "length"
+    full, _ = collect(service, Request(prompt="x = 1\ny = 2\n", max_tokens=24))
+    assert "\n" in full.text, full.text
+    first_line = full.text.split("\n")[0]
+    cut, _ = collect(service, Request(prompt="x = 1\ny = 2\n", max_tokens=24, stop=["\n"]))
+    assert cut.finish_reason == "stop" and cut.text == first_line
+
+
+def test_cancellation_stops_within_one_step(service):
+    cancel = threading.Event()
+    seen = 0
+    done = None
+    for event in service.generate(Request(prompt="def long_function():\n", max_tokens=60), cancel=cancel):
+        if isinstance(event, Token):
+            seen += 1
+            if seen == 3:
+                cancel.set()
+        if isinstance(event, Done):
+            done = event
+    assert done.finish_reason == "cancelled"
+    assert seen <= 4
+    assert len(done.tokens) <= 4
+
+
+def test_token_mask_is_honoured_by_greedy_and_sample(service):
+    model = service.model()
+    allowed = sorted({t for w in ("0", "1", " 0", " 1", ",") for t in model.tokenize(w)})
+    for strategy in ("greedy", "sample"):
+        mask = AllowedTokens(model.n_vocab, allowed)
+        req = Request(prompt="bits = [", max_tokens=10, strategy=strategy, sampling=Sampling(seed=1))
+        done, _ = collect(service, req, constraint=mask)
+        assert done.tokens and set(done.tokens) <= set(allowed), (strategy, done.tokens)
+
+
+def test_infill_without_fim_stops_at_the_suffix(service):
+    req = Request(prompt="def add(a, b):\n    return a + b\n\n\nprint(add(1, ", suffix="))\n", max_tokens=20)
+    done, _ = collect(service, req)
+    assert "\n" not in done.text
+    assert not done.text.rstrip().endswith("))")
+    assert done.stats["prompt_mode"] == "prefix"
+
+
+def test_unknown_strategy_and_bad_options(service):
+    with pytest.raises(PluginError, match="unknown strategy"):
+        list(service.generate(Request(prompt="x", strategy="nope")))
+    with pytest.raises(PluginError, match="no option"):
+        list(service.generate(Request(prompt="x", strategy="greedy", options={"k": "3"})))
+    with pytest.raises(PluginError, match="expected float"):
+        list(service.generate(Request(prompt="x", strategy="sample", options={"temperature": "hot"})))
+    with pytest.raises(UserError):
+        list(service.generate(Request(prompt="x", max_tokens=-1)))
+
+
+def test_zero_max_tokens_and_deadline(service):
+    done, _ = collect(service, Request(prompt="x = ", max_tokens=0))
+    assert done.text == "" and done.finish_reason == "length"
+    import time
+
+    done, _ = collect(service, Request(prompt="x = ", max_tokens=50, deadline=time.monotonic() - 1))
+    assert done.finish_reason == "deadline" and len(done.tokens) == 1

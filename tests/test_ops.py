@@ -1,0 +1,69 @@
+"""Logits kernels: numpy against direct formulas, and torch against numpy when torch is present."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from assistant import ops
+from assistant.ops import numpy_ops as N
+
+rng = np.random.default_rng(0)
+LOGITS = (rng.standard_normal(5000) * 3).astype(np.float32)
+
+
+def test_log_softmax_and_entropy():
+    lp = N.log_softmax(LOGITS)
+    assert math.isclose(float(np.exp(lp).sum()), 1.0, rel_tol=1e-4)
+    p = np.exp(lp.astype(np.float64))
+    assert math.isclose(N.entropy(LOGITS), float(-(p * np.log(p)).sum()), rel_tol=1e-4)
+    assert N.entropy(np.array([0.0, -np.inf, -np.inf], np.float32)) == 0.0
+    assert math.isclose(N.entropy(np.zeros(4, np.float32)), math.log(4), rel_tol=1e-6)
+
+
+def test_top_k_top_p_min_p():
+    vals, idx = N.top_k(LOGITS, 5)
+    assert list(idx) == list(np.argsort(-LOGITS)[:5]) and np.all(np.diff(vals) <= 0)
+    assert np.isfinite(N.top_k_mask(LOGITS, 7)).sum() == 7
+    x = N.top_p_mask(LOGITS, 0.5)
+    kept = np.isfinite(x)
+    p = N.softmax(LOGITS)
+    assert p[kept].sum() >= 0.5 and p[kept].sum() - p[kept].min() < 0.5
+    y = N.min_p_mask(LOGITS, 0.1)
+    assert np.all(p[np.isfinite(y)] >= 0.1 * p.max() - 1e-7)
+    assert N.argmax(N.apply_temperature(LOGITS, 0.5)) == int(np.argmax(LOGITS))
+
+
+def test_sampling_is_seeded_and_respects_masks():
+    masked = N.mask_inplace(LOGITS.copy(), np.arange(LOGITS.size) % 7 == 0)
+    draws = [N.sample(masked, np.random.default_rng(3)) for _ in range(3)]
+    assert len(set(draws)) == 1 and draws[0] % 7 == 0
+    many = [N.sample(N.top_k_mask(LOGITS, 3), np.random.default_rng(s)) for s in range(200)]
+    assert set(many) <= set(np.argsort(-LOGITS)[:3].tolist()) and len(set(many)) > 1
+
+
+def test_backend_selection():
+    assert ops.backend("numpy") is N
+    assert ops.backend("auto", on_gpu=False) is N
+
+
+@pytest.mark.skipif(not ops.torch_available(), reason="torch not installed (optional extra)")
+def test_torch_backend_agrees_with_numpy():
+    T = ops.backend("torch")
+    close = lambda a, b: np.testing.assert_allclose(T.to_numpy(a), b, rtol=1e-5, atol=1e-5)  # noqa: E731
+    close(T.log_softmax(LOGITS), N.log_softmax(LOGITS))
+    assert math.isclose(T.entropy(LOGITS), N.entropy(LOGITS), rel_tol=1e-5)
+    tv, ti = T.top_k(LOGITS, 9)
+    nv, ni = N.top_k(LOGITS, 9)
+    assert T.to_numpy(ti).tolist() == ni.tolist()
+    for fn, arg in (("top_k_mask", 11), ("top_p_mask", 0.8), ("min_p_mask", 0.05)):
+        a, b = T.to_numpy(getattr(T, fn)(LOGITS, arg)), getattr(N, fn)(LOGITS, arg)
+        assert (np.isfinite(a) == np.isfinite(b)).all(), fn
+    allowed = np.arange(LOGITS.size) % 5 == 0
+    assert (np.isfinite(T.to_numpy(T.mask_inplace(LOGITS.copy(), allowed))) == allowed).all()
+    for seed in range(20):
+        x = N.top_p_mask(N.top_k_mask(LOGITS, 40), 0.9)
+        assert T.sample(x, np.random.default_rng(seed)) == N.sample(x, np.random.default_rng(seed))
+    assert T.argmax(LOGITS) == N.argmax(LOGITS)

@@ -1,0 +1,100 @@
+"""Third-party plugins: a real package with its own pyproject.toml and entry point, installed
+with pip, then listed and used by the real CLI. Broken plugins are reported and skipped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import run_cli
+
+PLUGIN_SRC = """
+from assistant import hookimpl
+from assistant.decoding import Strategy, token_by_token
+
+
+class SecondBest(Strategy):
+    name = "second-best"
+    summary = "Always the second most likely token (a third-party test plugin)."
+
+    def generate(self, run):
+        def choose(logits):
+            _, ids = run.ops.top_k(logits, 2)
+            return int(ids[1])
+
+        return token_by_token(run, choose)
+
+
+@hookimpl
+def register_strategies(register):
+    register(SecondBest)
+"""
+
+
+def make_package(root, dist, module, source):
+    root.mkdir()
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(
+            f"""
+            [build-system]
+            requires = ["setuptools>=61"]
+            build-backend = "setuptools.build_meta"
+
+            [project]
+            name = "{dist}"
+            version = "0.1.0"
+
+            [project.entry-points.assistant]
+            {module} = "{module}"
+
+            [tool.setuptools]
+            py-modules = ["{module}"]
+            """
+        )
+    )
+    (root / f"{module}.py").write_text(source)
+    return root
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory):
+    base = tmp_path_factory.mktemp("plugins")
+    site = base / "site"
+    good = make_package(base / "good", "assistant-second-best", "assistant_second_best", PLUGIN_SRC)
+    bad = make_package(base / "bad", "assistant-broken", "assistant_broken", "import not_a_real_module_xyz\n")
+    for pkg in (good, bad):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(pkg)],
+            check=True,
+            capture_output=True,
+        )
+    return site
+
+
+def test_third_party_strategy_is_listed_and_used(plugin_site, smol_path):
+    env = {"PYTHONPATH": str(plugin_site)}
+    listed = run_cli("strategies", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    names = [s["name"] for s in json.loads(listed.stdout)]
+    assert {"greedy", "sample", "second-best"} <= set(names)
+    # the broken plugin is reported by name and skipped
+    assert "assistant_broken" in listed.stderr and "skipped" in listed.stderr
+
+    args = ["generate", "def hello():", "--model", str(smol_path), "--max-tokens", "8", "--json"]
+    third = run_cli(*args, "--strategy", "second-best", env=env)
+    greedy = run_cli(*args, env=env)
+    assert third.returncode == 0, third.stderr
+    out, ref = json.loads(third.stdout), json.loads(greedy.stdout)
+    assert out["strategy"] == "second-best" and out["stats"]["generated_tokens"] > 0
+    assert out["text"] != ref["text"]
+
+
+def test_plugin_filter_env(plugin_site):
+    env = {"PYTHONPATH": str(plugin_site), "ASSISTANT_PLUGINS": "greedy"}
+    listed = run_cli("strategies", "--json", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert [s["name"] for s in json.loads(listed.stdout)] == ["greedy"]
+    assert "assistant_broken" not in listed.stderr

@@ -1,0 +1,67 @@
+"""Stop rules and the infill suffix guard, fed token by token as a strategy would."""
+
+from __future__ import annotations
+
+from assistant.context.infill import SuffixGuard
+from assistant.decoding.request import Request
+from assistant.decoding.stops import StopRules
+
+
+def feed(rules: StopRules, pieces: list[str]):
+    """Return (shown text, finish_reason, final text) as Run would produce them."""
+    text, shown, emitted = "", "", 0
+    for piece in pieces:
+        text += piece
+        reason, end = rules.check(text)
+        if reason:
+            end = max(end, emitted)
+            return shown + text[emitted:end], reason, text[:end]
+        if end > emitted:
+            shown += text[emitted:end]
+            emitted = end
+    end = max(rules.finish(text), emitted)
+    return shown + text[emitted:end], None, text[:end]
+
+
+def test_stop_string_split_across_tokens_is_never_shown():
+    rules = StopRules(Request(stop=["\nEND"]))
+    shown, reason, final = feed(rules, ["x = 1", "\n", "EN", "D", "more"])
+    assert reason == "stop" and final == "x = 1" and shown == "x = 1"
+
+
+def test_partial_stop_string_that_does_not_complete_is_released():
+    rules = StopRules(Request(stop=["</s>"]))
+    shown, reason, final = feed(rules, ["a <", "/b> c"])
+    assert reason is None and final == "a </b> c" == shown
+
+
+def test_n_indent_cuts_the_dedented_line_like_llama_server():
+    rules = StopRules(Request(n_indent=4))
+    shown, reason, final = feed(rules, ["x = 1\n", "    y = 2\n", "\n", "  ", "z = 3\n"])
+    assert reason == "stop"
+    assert final == "x = 1\n    y = 2\n\n  "  # cut at the first non-blank character of the line
+    assert shown == final
+
+
+def test_suffix_guard_single_line_drops_repeated_rest_of_line():
+    guard = SuffixGuard(")\nprint(x)\n")
+    rules = StopRules(Request(), guard)
+    shown, reason, final = feed(rules, ['"hello"', ")", "\nprint"])
+    assert reason == "stop" and final == '"hello"' and shown == final
+
+
+def test_suffix_guard_multi_line_stops_before_the_suffix_line():
+    guard = SuffixGuard("\n    return total\n")
+    rules = StopRules(Request(), guard)
+    pieces = ["\n    for x in xs:\n", "        total += x\n", "    return", " total\n", "extra"]
+    shown, reason, final = feed(rules, pieces)
+    assert reason == "stop"
+    assert final == "\n    for x in xs:\n        total += x\n"
+    assert "return" not in shown
+
+
+def test_suffix_guard_on_end_of_generation_trims_a_partial_repeat():
+    guard = SuffixGuard("):\n    pass\n")
+    rules = StopRules(Request(), guard)
+    shown, reason, final = feed(rules, ["a, b", ")"])
+    assert reason is None and final == "a, b" and shown == "a, b"
