@@ -352,6 +352,63 @@ def bench_speed(
     )
 
 
+@app.command()
+def calibrate(
+    model: ModelOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N HumanEval problems.")] = None,
+    threads: ThreadsOpt = None,
+    n_gpu_layers: GpuOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Learn the model's AdaDec entropy threshold from HumanEval reference solutions."""
+    from .calibration import calibrate as run_calibration
+
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    service = _service(settings, quiet=as_json)
+    with _progress_bar("teacher-forcing HumanEval solutions", enabled=not as_json) as advance:
+        result = run_calibration(service, limit=limit, progress=advance)
+    if as_json:
+        _emit_json(result)
+        return
+    typer.echo(
+        f"{result['model']}: threshold {result['threshold']:.3f} nats "
+        f"(p*={result['p_star']}, test accuracy {result['test_accuracy']:.3f}, "
+        f"{result['positions']} positions from {result['problems']} problems); stored for this GGUF"
+    )
+
+
+class _progress_bar:
+    """A rich progress bar on stderr; yields advance(done, total)."""
+
+    def __init__(self, label: str, enabled: bool = True):
+        self.label = label
+        self.enabled = enabled
+        self._progress = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda done, total: None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True),
+        )
+        self._progress.start()
+        task = self._progress.add_task(self.label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            self._progress.update(task, completed=done, total=total)
+
+        return advance
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.stop()
+        return False
+
+
 def _register_plugin_commands() -> None:
     try:
         from .registry import get_registry

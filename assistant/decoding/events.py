@@ -31,6 +31,7 @@ class Pause:
     candidates: list[str]
     scores: list[float]
     chosen: int
+    stats: dict[str, Any] = field(default_factory=dict)  # work the lookahead cost
 
 
 @dataclass(slots=True)

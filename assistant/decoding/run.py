@@ -59,6 +59,8 @@ class Run:
         self._t0 = time.perf_counter()
         self._t_first: float | None = None
         self._max_tokens = request.max_tokens
+        self.notes: list[str] = []  # things the user should know (e.g. a default was used)
+        self.extra_stats: dict = {}  # strategy-specific figures reported in Done.stats
 
     # -- engine steps -----------------------------------------------------------------------
     def start(self) -> np.ndarray | None:
@@ -166,6 +168,8 @@ class Run:
             "tokens_per_second": round(n / gen_s, 3) if n else 0.0,
             "decode_tokens_per_second": round(decode_rate, 3),
             **work.to_dict(),
+            **self.extra_stats,
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
     def done(self, texts: list[str] | None = None) -> Done:

@@ -57,6 +57,19 @@ class Sequence:
         child.tokens = list(self.tokens)
         return child
 
+    def adopt(self, other: Sequence) -> None:
+        """Hold exactly `other`'s tokens: cells past the common prefix are dropped and
+        `other`'s are shared in (metadata only with kv_unified). `other` is unchanged."""
+        common = 0
+        limit = min(len(self.tokens), len(other.tokens))
+        while common < limit and self.tokens[common] == other.tokens[common]:
+            common += 1
+        mem = self.ctx._mem
+        llama_cpp.llama_memory_seq_rm(mem, self.id, common, -1)
+        if len(other.tokens) > common:
+            llama_cpp.llama_memory_seq_cp(mem, other.id, self.id, common, -1)
+        self.tokens = list(other.tokens)
+
     def truncate(self, n: int) -> None:
         """Keep only the first n tokens."""
         n = max(0, n)
@@ -149,6 +162,11 @@ class Context:
     def clear(self) -> None:
         """Forget every cached token (all sequences must have been released)."""
         llama_cpp.llama_memory_clear(self._mem, True)
+
+    def set_hidden_states(self, on: bool) -> None:
+        """Also output final hidden states (contrastive search needs them)."""
+        llama_cpp.llama_set_embeddings(self._ptr, bool(on))
+        self.embeddings = bool(on)
 
     # -- cancellation -----------------------------------------------------------------------
     def abort(self) -> None:

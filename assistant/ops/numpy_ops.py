@@ -38,11 +38,22 @@ def softmax(logits) -> np.ndarray:
 
 
 def entropy(logits) -> float:
-    """Shannon entropy in nats of softmax(logits) (AdaDec's unit)."""
-    logp = log_softmax(logits)
-    p = np.exp(logp)
-    finite = np.isfinite(logp)
-    return float(-np.sum(p[finite] * logp[finite]))
+    """Shannon entropy in nats of softmax(logits) (AdaDec's unit); masked (-inf) tokens count 0.
+
+    H = log Z - sum(e * z) / Z with z = x - max(x), e = exp(z): three passes over the
+    vocabulary and no log-softmax array."""
+    x = np.asarray(logits, dtype=np.float32)
+    z = x - np.max(x)
+    np.maximum(z, np.float32(-1e30), out=z)  # -inf -> finite so that 0 * z stays 0
+    e = np.exp(z)
+    total = float(np.sum(e, dtype=np.float64))
+    return max(0.0, float(np.log(total) - np.dot(e, z) / total))
+
+
+def logsumexp(logits) -> float:
+    x = np.asarray(logits, dtype=np.float32)
+    m = np.max(x)
+    return float(m + np.log(np.sum(np.exp(x - m), dtype=np.float64)))
 
 
 def top_k(logits, k: int) -> tuple[np.ndarray, np.ndarray]:

