@@ -111,7 +111,7 @@ def _emit_json(obj: Any) -> None:
 def _stream(service, request, *, as_json: bool, extra: dict | None = None) -> None:
     """Run a request: stream text to stdout, or print one JSON object at the end."""
     done = None
-    for event in service.generate(request):
+    for event in service.generate(request, progress=_WorkProgress(enabled=not as_json)):
         kind = type(event).__name__
         if kind == "Token" and not as_json:
             sys.stdout.write(event.text)
@@ -352,6 +352,91 @@ def bench_speed(
     )
 
 
+@bench_app.command("strategies")
+def bench_strategies(
+    model: ModelOpt = None,
+    tokens: Annotated[int, typer.Option("--tokens", help="Tokens per prompt and strategy.")] = 48,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Every strategy on the same prompts: time relative to greedy, forward passes, tokens."""
+    from .bench.strategies import run_strategies_bench
+
+    if tokens < 2:
+        raise UserError("--tokens must be >= 2")
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    service = _service(settings, quiet=as_json)
+    note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
+    result = run_strategies_bench(service, n_tokens=tokens, progress=note)
+    if as_json:
+        _emit_json(result)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("strategy", "seconds", "x greedy", "tokens", "forward passes", "tokens evaluated")
+    for name, row in result.items():
+        if "time_vs_greedy" in row:
+            table.add_row(
+                name,
+                f"{row['seconds']:.2f}",
+                f"{row['time_vs_greedy']:.2f}",
+                str(row["tokens"]),
+                str(row["forward_passes"]),
+                str(row["tokens_evaluated"]),
+            )
+    Console().print(table)
+    for name, row in result.items():
+        if "time_vs_greedy" not in row:
+            typer.echo(f"{name}: " + ", ".join(f"{k}={v}" for k, v in row.items()))
+
+
+eval_app = typer.Typer(help="Quality evaluations (results saved per problem, resumable).", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("humaneval")
+def eval_humaneval(
+    strategy: StrategyOpt = None,
+    option: OptionOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.")] = None,
+    seed: SeedOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per problem.")] = 384,
+    output: Annotated[Path | None, typer.Option("--output", help="Results JSONL (default: in the data dir).")] = None,
+    model: ModelOpt = None,
+    n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+):
+    """pass@1 on HumanEval; each completion runs against its tests in the sandbox."""
+    from .evals.humaneval import run_humaneval
+
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    service = _service(settings, quiet=as_json)
+    name = strategy or settings.strategy
+    service.registry.strategy(name)  # fail fast on a typo
+    with _progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:
+        summary = run_humaneval(
+            service,
+            strategy=name,
+            options=_parse_options(option),
+            limit=limit,
+            seed=seed,
+            max_tokens=max_tokens,
+            output=output,
+            progress=advance,
+        )
+    if as_json:
+        _emit_json(summary)
+        return
+    extra = "  ".join(f"{k} {v:.3f}" for k, v in summary.items() if k.startswith("pass@") and k != "pass@1")
+    typer.echo(f"{summary['model']} [{name}] pass@1 {summary['pass@1']:.3f} on {summary['n']} problems  {extra}")
+    typer.echo(
+        f"  {summary['tokens_generated']} tokens, {summary['seconds']:.1f}s generating; results: {summary['results']}"
+    )
+
+
 @app.command()
 def calibrate(
     model: ModelOpt = None,
@@ -377,6 +462,25 @@ def calibrate(
     )
 
 
+class _WorkProgress:
+    """Progress of preparation work a strategy reports (label, done, total), on stderr."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled and sys.stderr.isatty()
+        self._bars: dict[str, _progress_bar] = {}
+        self._advance = {}
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if label not in self._bars:
+            self._bars[label] = _progress_bar(label)
+            self._advance[label] = self._bars[label].__enter__()
+        self._advance[label](done, total)
+        if done >= total:
+            self._bars.pop(label).__exit__(None, None, None)
+
+
 class _progress_bar:
     """A rich progress bar on stderr; yields advance(done, total)."""
 
@@ -392,7 +496,10 @@ class _progress_bar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._progress = Progress(
-            TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            TextColumn(self.label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
             console=Console(stderr=True),
         )
         self._progress.start()

@@ -77,6 +77,7 @@ class Service:
         role: str = bundled.COMPLETION,
         cancel: threading.Event | None = None,
         constraint: Constraint | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
     ) -> Iterator[Event]:
         """Run a request through its strategy, yielding events (the last one is `Done`)."""
         request.validate()
@@ -96,18 +97,23 @@ class Service:
                 model=model,
                 context=context,
                 prompt_tokens=prompt.tokens,
-                ops=ops.backend(self.settings.ops_backend, on_gpu=model.on_gpu),
+                ops=self.ops_for(model),
                 strategy=strategy_cls.name,
                 guard=prompt.guard,
                 constraint=constraint,
                 cancel=cancel,
                 sequence=main,
+                progress=progress,
             )
             for event in strategy.generate(run):
                 if hasattr(event, "stats") and isinstance(event.stats, dict):
                     event.stats.setdefault("prompt_truncated", prompt.truncated)
                     event.stats.setdefault("prompt_mode", prompt.mode)
                 yield event
+
+    def ops_for(self, model: Model):
+        """The logits-kernel backend for a model (torch when it runs on a GPU and torch exists)."""
+        return ops.backend(self.settings.ops_backend, on_gpu=model.on_gpu)
 
     def cancel_all(self) -> None:
         """Abort any decode running on any context (e.g. on a newer keystroke)."""

@@ -37,6 +37,7 @@ class Run:
         constraint: Constraint | None = None,
         cancel: threading.Event | None = None,
         sequence: Sequence | None = None,
+        progress=None,
     ):
         self.request = request
         self.model = model
@@ -61,6 +62,7 @@ class Run:
         self._max_tokens = request.max_tokens
         self.notes: list[str] = []  # things the user should know (e.g. a default was used)
         self.extra_stats: dict = {}  # strategy-specific figures reported in Done.stats
+        self.progress = progress  # (label, done, total) for long preparation work; set by interfaces
 
     # -- engine steps -----------------------------------------------------------------------
     def start(self) -> np.ndarray | None:

@@ -142,6 +142,7 @@ class Context:
         self._out = np.ctypeslib.as_array(self._batch.logits, shape=(n_batch,))
         self._seq_ids = [self._batch.seq_id[i] for i in range(n_batch)]
         self._embd_batch = None
+        self._last_out: dict[int, int] = {}  # seq id -> batch index of its last output
         self._row = ctypes.c_float * model.n_vocab
         self._ctx_vp = ctypes.c_void_p(self._ptr)
         self._decode = llama_cpp.llama_decode
@@ -188,8 +189,20 @@ class Context:
             raise EngineError(f"no logits for batch index {index}")
         return np.frombuffer(self._row.from_address(addr), dtype=np.float32)
 
+    def _output_table(self, n_outputs: int) -> np.ndarray:
+        """Zero-copy (n_outputs, n_vocab) view of every output row of the last decode."""
+        addr = ctypes.cast(llama_cpp.llama_get_logits(self._ptr), ctypes.c_void_p).value
+        if not addr:
+            raise EngineError("no logits from the last decode")
+        buf = (ctypes.c_float * (n_outputs * self.model.n_vocab)).from_address(addr)
+        return np.frombuffer(buf, dtype=np.float32).reshape(n_outputs, self.model.n_vocab)
+
+    def hidden_of(self, seq: Sequence) -> np.ndarray:
+        """The final hidden state after `seq`'s last token in the last `decode` (a copy)."""
+        return self.hidden(self._last_out[seq.id]).copy()
+
     def hidden(self, index: int) -> np.ndarray:
-        """The final hidden state of batch output `index` (needs embeddings=True)."""
+        """The final hidden state of batch output `index` (needs hidden states switched on)."""
         addr = _llama.get_embeddings_ith(self._ctx_vp, index)
         if not addr:
             raise EngineError("no hidden state: create the context with embeddings=True")
@@ -259,10 +272,19 @@ class Context:
                 if want:
                     view = self.logits(i)
                     results[seq].append(view if final else view.copy())
+                    if final:
+                        self._last_out[seq.id] = i
             for seq in work:  # commit tokens as soon as their cells exist
                 seq.tokens.extend(done_tokens[seq])
                 done_tokens[seq] = []
         if all_logits:
+            if n_chunks == 1:  # outputs are contiguous rows in batch order: one 2-D view each
+                table = self._output_table(len(entries))
+                out, row = {}, 0
+                for seq, toks in work.items():
+                    out[seq] = table[row : row + len(toks)]
+                    row += len(toks)
+                return out
             return {
                 seq: np.stack(rows) if rows else np.zeros((0, self.model.n_vocab), np.float32)
                 for seq, rows in results.items()

@@ -1,0 +1,120 @@
+"""`assistant bench strategies`: every registered strategy on the same prompts in one run.
+
+Each strategy generates the same number of tokens per prompt (end-of-generation ignored, no
+stop rules) so wall times compare directly; times are reported relative to greedy measured in
+the same run, with forward passes and tokens evaluated. Extra rows answer the goals:
+- `superposed_vs_3_samples`: three sequential `sample` runs / one superposed run (k=3),
+- `speculative_repetitive`: tok/s of speculative over greedy on a file that repeats itself,
+- `grammar`: per-token cost of applying a constraint mask, as a fraction of a decode step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from ..decoding import AllowedTokens, Done, Request, Sampling
+from ..service import Service
+
+PROMPTS = [
+    'def is_palindrome(s: str) -> bool:\n    """Return True if s reads the same backwards."""\n',
+    "import json\n\n\ndef load_users(path):\n",
+]
+
+REPETITIVE = (
+    "import argparse\n\n\ndef parse_args():\n    parser = argparse.ArgumentParser()\n"
+    + "".join(
+        f'    parser.add_argument("--{name}", type=float, default=0.1, help="{name} value")\n'
+        for name in ("alpha", "beta", "gamma", "delta", "epsilon")
+    )
+    + '    parser.add_argument("--'
+)
+
+
+def _run(service: Service, prompt: str, strategy: str, n: int, options=None, seed=0, constraint=None) -> dict:
+    req = Request(
+        prompt=prompt,
+        max_tokens=n,
+        strategy=strategy,
+        options=options or {},
+        ignore_eos=True,
+        sampling=Sampling(seed=seed),
+    )
+    t0 = time.perf_counter()
+    final = None
+    for event in service.generate(req, constraint=constraint):
+        if isinstance(event, Done):
+            final = event
+    return {"seconds": time.perf_counter() - t0, "tokens": len(final.tokens), "stats": final.stats}
+
+
+def run_strategies_bench(
+    service: Service, *, n_tokens: int = 48, progress: Callable[[str], None] | None = None
+) -> dict:
+    note = progress or (lambda _m: None)
+    names = list(service.registry.strategies())
+    results: dict[str, dict] = {}
+    # warm-up: page the model in, build the superposed n-gram store, so no row pays set-up costs
+    _run(service, PROMPTS[0], "greedy", 4)
+    if "superposed" in names:
+        _run(service, PROMPTS[0], "superposed", 2)
+    for name in ["greedy"] + [s for s in names if s != "greedy"]:
+        note(f"strategy {name}")
+        runs = [_run(service, p, name, n_tokens) for p in PROMPTS]
+        results[name] = {
+            "seconds": round(sum(r["seconds"] for r in runs), 4),
+            "tokens": sum(r["tokens"] for r in runs),
+            "forward_passes": sum(r["stats"]["forward_passes"] for r in runs),
+            "tokens_evaluated": sum(r["stats"]["tokens_evaluated"] for r in runs),
+        }
+    base = results["greedy"]["seconds"]
+    for row in results.values():
+        row["time_vs_greedy"] = round(row["seconds"] / base, 4)
+    extra: dict[str, dict] = {}
+    if "superposed" in results and "sample" in results:
+        note("superposed vs three sequential samples")
+        three = sum(_run(service, p, "sample", n_tokens, seed=s)["seconds"] for p in PROMPTS for s in range(3))
+        extra["superposed_vs_3_samples"] = {
+            "three_samples_seconds": round(three, 4),
+            "superposed_seconds": results["superposed"]["seconds"],
+            "speedup": round(three / results["superposed"]["seconds"], 4),
+        }
+    if "speculative" in results:
+        note("speculative on repetitive code")
+        g = _run(service, REPETITIVE, "greedy", n_tokens * 2)
+        s = _run(service, REPETITIVE, "speculative", n_tokens * 2)
+        extra["speculative_repetitive"] = {
+            "greedy_tok_s": round(g["tokens"] / g["seconds"], 2),
+            "speculative_tok_s": round(s["tokens"] / s["seconds"], 2),
+            "speedup": round((s["tokens"] / s["seconds"]) / (g["tokens"] / g["seconds"]), 4),
+            "forward_passes": s["stats"]["forward_passes"],
+            "greedy_forward_passes": g["stats"]["forward_passes"],
+        }
+    note("constraint mask overhead")
+    extra["grammar"] = _mask_overhead(service, n_tokens)
+    results.update(extra)
+    return results
+
+
+def _mask_overhead(service: Service, n_tokens: int, repeats: int = 200) -> dict:
+    """Cost of constraining one step's logits (copy + mask over the whole vocabulary), timed
+    directly over many repeats, relative to a greedy decode step measured in this run."""
+    model = service.model()
+    allowed = np.ones(model.n_vocab, dtype=bool)
+    allowed[np.arange(0, model.n_vocab, 7)] = False  # a mask that really removes tokens
+    constraint = AllowedTokens(model.n_vocab, np.flatnonzero(allowed))
+    plain = _run(service, PROMPTS[1], "greedy", n_tokens)
+    step = plain["stats"]["seconds"] / max(1, plain["stats"]["forward_passes"])
+    logits = np.random.default_rng(0).standard_normal(model.n_vocab).astype(np.float32)
+    ops = service.ops_for(model)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        ops.mask_inplace(np.array(logits, copy=True), constraint.allowed())
+    per_token = (time.perf_counter() - t0) / repeats
+    return {
+        "mask_ms_per_token": round(per_token * 1000, 4),
+        "decode_step_ms": round(step * 1000, 4),
+        "overhead_vs_step": round(per_token / step, 4),
+    }

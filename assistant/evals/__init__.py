@@ -1,0 +1,1 @@
+"""Quality evaluations (`assistant eval ...`): results saved per problem, resumable."""

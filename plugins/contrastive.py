@@ -1,0 +1,99 @@
+"""`contrastive`: contrastive search (Su et al. 2022; code settings k=3, alpha=0.4).
+
+Per step the top-k candidates are decoded together (k forks, one batch); each candidate's
+final hidden state comes from that same decode. Score = (1 - alpha) * p(v) - alpha * max cosine
+similarity between its hidden state and those of the previous tokens (the degeneration
+penalty). The winner's logits from that batch are the next step's, so no extra pass is needed.
+
+The hidden states of the prompt are taken from its last `window` tokens (re-evaluated once
+with outputs on): keeping a logits row for every prompt token would cost n_prompt x n_vocab
+floats, which is gigabytes on large vocabularies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from assistant import hookimpl
+from assistant.decoding import Run, Strategy, option
+from assistant.errors import Cancelled, ContextOverflow
+
+
+@dataclass
+class ContrastiveOptions:
+    k: int = option(3, "candidates per step")
+    alpha: float = option(0.4, "degeneration penalty weight")
+    window: int = option(64, "prompt tokens whose hidden states join the penalty")
+
+    def __post_init__(self):
+        if self.k < 1 or not 0.0 <= self.alpha <= 1.0 or self.window < 1:
+            raise ValueError("need k >= 1, 0 <= alpha <= 1, window >= 1")
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v)
+    return v / n if n > 0 else v
+
+
+class Contrastive(Strategy):
+    name = "contrastive"
+    summary = "Contrastive search: top-k by probability minus similarity to earlier hidden states."
+    Options = ContrastiveOptions
+
+    def generate(self, run: Run):
+        o = self.options
+        ctx, ops = run.context, run.ops
+        ctx.set_hidden_states(True)
+        try:
+            yield from self._generate(run, o, ctx, ops)
+        finally:
+            ctx.set_hidden_states(False)
+
+    def _generate(self, run: Run, o, ctx, ops):
+        if run.start() is None:
+            yield run.done()
+            return
+        seq = run.seq
+        window = min(o.window, len(run.prompt_tokens))
+        seq.truncate(len(run.prompt_tokens) - window)
+        rows = ctx.decode({seq: run.prompt_tokens[-window:]}, all_logits=True)[seq]
+        history = np.stack([_unit(ctx.hidden(i)) for i in range(window)])
+        logits = rows[-1]
+        while True:
+            x = run.constrain(logits)
+            values, ids = ops.top_k(x, o.k)
+            cands = [int(i) for i, v in zip(ops.to_numpy(ids), ops.to_numpy(values), strict=True) if np.isfinite(v)]
+            probs = np.exp(np.asarray([float(x[c]) for c in cands]) - ops.logsumexp(x))
+            forks = [seq.fork() for _ in cands]
+            try:
+                try:
+                    out = ctx.decode({f: [c] for f, c in zip(forks, cands, strict=True)})
+                except Cancelled:
+                    run.finish("cancelled")
+                    break
+                except ContextOverflow:
+                    run.finish("length")
+                    break
+                hidden = [_unit(ctx.hidden_of(f)) for f in forks]
+                penalty = [float(np.max(history @ h)) for h in hidden]
+                scores = [(1 - o.alpha) * p - o.alpha * pen for p, pen in zip(probs, penalty, strict=True)]
+                best = int(np.argmax(scores))
+                event = run.accept(cands[best])
+                if event is not None:
+                    yield event
+                if run.finished:
+                    break
+                seq.adopt(forks[best])
+                logits = out[forks[best]]  # valid: nothing decodes before the next step reads it
+                history = np.vstack([history, hidden[best]])
+            finally:
+                for f in forks:
+                    f.release()
+        yield run.done()
+
+
+@hookimpl
+def register_strategies(register):
+    register(Contrastive)

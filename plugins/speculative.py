@@ -1,0 +1,235 @@
+"""`speculative`: prompt-lookup speculative decoding with an adaptive draft length.
+
+Drafts come for free from the text itself: the longest recent n-gram that ends the sequence is
+looked up earlier in prompt + output, and the tokens that followed it are proposed. The model
+checks the whole draft in one batched decode (logits on every position) and keeps the prefix
+that greedy decoding agrees with, plus the token greedy picks where they part. The output is
+greedy's, token for token; only the number of forward passes changes. (llama.cpp's logits
+depend slightly on the batch shape, so a verified position whose top two logits are nearly
+tied is decoded again on its own before it is trusted.)
+
+The draft length adapts on the fly in the spirit of SpecDec++ / ADED. The strategy keeps a
+running acceptance rate a per matched n-gram length and the measured cost curve cost(n) of
+decoding n tokens with logits on each (timed once per context), and drafts the length that
+maximises expected tokens per second:
+    d* = argmax_d (1 + a + a^2 + ... + a^d) / cost(d + 1)
+d* = 0 means no draft. So on a CPU, where verifying a draft costs real time, it drafts only when
+the text repeats; on a GPU, where extra batch tokens are nearly free, it drafts long.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from assistant import hookimpl
+from assistant.decoding import Run, Strategy, option
+from assistant.errors import Cancelled, ContextOverflow
+
+
+@dataclass
+class SpeculativeOptions:
+    max_ngram: int = option(4, "longest n-gram used as lookup key")
+    min_ngram: int = option(1, "shortest n-gram used as lookup key")
+    max_draft: int = option(16, "longest draft")
+    tie_margin: float = option(0.1, "a verified top-2 logit gap below this is re-decoded singly (exactness)")
+    prior_acceptance: float = option(0.6, "acceptance assumed for 1-gram matches before any check (longer: higher)")
+
+    def __post_init__(self):
+        if not 1 <= self.min_ngram <= self.max_ngram or self.max_draft < 1:
+            raise ValueError("need 1 <= min_ngram <= max_ngram and max_draft >= 1")
+        if not 0.0 < self.prior_acceptance < 1.0:
+            raise ValueError("prior_acceptance must be in (0, 1)")
+
+
+class NgramLookup:
+    """Where did the current suffix n-gram occur before? (most recent occurrence, longest n)"""
+
+    def __init__(self, nmin: int, nmax: int):
+        self.nmin, self.nmax = nmin, nmax
+        self.maps: dict[int, dict[tuple, int]] = {n: {} for n in range(nmin, nmax + 1)}
+        self.hist: list[int] = []
+        self.follow: int | None = None  # index in hist of what followed the previous occurrence
+        self.matched = 0  # length of the n-gram that matched
+
+    def extend(self, tokens) -> None:
+        for t in tokens:
+            self.hist.append(t)
+            length = len(self.hist)
+            self.follow = None
+            self.matched = 0
+            for n in range(self.nmax, self.nmin - 1, -1):
+                if length < n:
+                    continue
+                key = tuple(self.hist[length - n :])
+                prev = self.maps[n].get(key)
+                self.maps[n][key] = length
+                if prev is not None and self.follow is None:
+                    self.follow, self.matched = prev, n
+
+    def draft(self, k: int) -> list[int]:
+        if self.follow is None or k <= 0:
+            return []
+        return self.hist[self.follow : self.follow + k]
+
+
+_COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24)
+
+
+def decode_costs(ctx, seq) -> dict[int, float]:
+    """Seconds to decode n tokens with logits on every one, for a few n: measured once per
+    context on a scratch fork (the curve is far from linear: on CPU the output layer of a large
+    vocabulary dominates extra rows, on a GPU extra rows are nearly free)."""
+    if ctx in _COSTS:
+        return _COSTS[ctx]
+    scratch = seq.fork()
+    base = len(scratch.tokens)
+    token = seq.tokens[-1] if seq.tokens else 0
+    costs = {}
+    try:
+        for n in _SIZES:
+            if base + n >= ctx.n_ctx:
+                break
+            best = float("inf")
+            for _ in range(2):
+                scratch.truncate(base)
+                t0 = time.perf_counter()
+                ctx.decode({scratch: [token] * n}, all_logits=True)
+                best = min(best, time.perf_counter() - t0)
+            costs[n] = best
+    finally:
+        scratch.release()
+    _COSTS[ctx] = costs
+    return costs
+
+
+class DraftPolicy:
+    """Running acceptance rates per matched n-gram length; picks the draft length that
+    maximises expected tokens per second under the measured decode-cost curve."""
+
+    EMA = 0.3
+
+    def __init__(self, nmax: int, prior: float, max_draft: int, costs: dict[int, float]):
+        # a longer matching n-gram predicts its continuation better: prior 1 - (1 - prior) / n
+        self.accept = {n: 1 - (1 - prior) / n for n in range(1, nmax + 1)}
+        self.max_draft = max_draft
+        self.costs = costs
+
+    def cost(self, n: int) -> float:
+        sizes = sorted(self.costs)
+        if n in self.costs:
+            return self.costs[n]
+        lo = max((s for s in sizes if s < n), default=sizes[0])
+        hi = min((s for s in sizes if s > n), default=None)
+        if hi is None:  # beyond the table: extrapolate the last slope
+            prev = max((s for s in sizes if s < lo), default=lo)
+            slope = (self.costs[lo] - self.costs[prev]) / (lo - prev) if lo != prev else self.costs[lo] / lo
+            return self.costs[lo] + slope * (n - lo)
+        return self.costs[lo] + (self.costs[hi] - self.costs[lo]) * (n - lo) / (hi - lo)
+
+    def length(self, matched: int, available: int) -> int:
+        a = self.accept.get(matched, 0.0)
+        best_d, best_rate, gain = 0, 1.0 / self.cost(1), 1.0
+        for d in range(1, min(self.max_draft, available) + 1):
+            gain += a**d
+            rate = gain / self.cost(d + 1)
+            if rate > best_rate:
+                best_d, best_rate = d, rate
+        return best_d
+
+    def observe(self, matched: int, drafted: int, accepted: int) -> None:
+        # per-token acceptance: how often a checked draft token survived
+        checked = min(drafted, accepted + 1)
+        rate = accepted / checked if checked else 0.0
+        self.accept[matched] = (1 - self.EMA) * self.accept[matched] + self.EMA * rate
+
+
+class Speculative(Strategy):
+    name = "speculative"
+    summary = "Greedy output with fewer forward passes: prompt-lookup drafts verified in one batch."
+    Options = SpeculativeOptions
+
+    def generate(self, run: Run):
+        o = self.options
+        ops, ctx = run.ops, run.context
+        lookup = NgramLookup(o.min_ngram, o.max_ngram)
+        lookup.extend(run.prompt_tokens)
+        drafted = accepted_total = 0
+        logits = run.start()
+        if logits is not None:
+            logits = np.array(logits)  # measuring costs decodes: keep the prompt's logits
+            policy = DraftPolicy(o.max_ngram, o.prior_acceptance, o.max_draft, decode_costs(ctx, run.seq))
+        while logits is not None:
+            token = ops.argmax(run.constrain(logits))
+            event = run.accept(token)
+            if event is not None:
+                yield event
+            if run.finished:
+                break
+            lookup.extend([token])
+            room = min(run.request.max_tokens - len(run.tokens), ctx.n_ctx - len(run.seq.tokens) - 1)
+            candidates = lookup.draft(room)
+            matched = lookup.matched
+            draft = candidates[: policy.length(matched, len(candidates))]
+            if not draft:
+                logits = run.step(token)
+                continue
+            try:
+                rows = ctx.decode({run.seq: [token, *draft]}, all_logits=True)[run.seq]
+            except Cancelled:
+                run.finish("cancelled")
+                break
+            except ContextOverflow:
+                logits = run.step(token)
+                continue
+            # row j holds the logits after `token` (j = 0) or after draft[j - 1]
+            accepted, recompute = 0, False
+            for j in range(len(draft) + 1):
+                row = run.constrain(rows[j])
+                best = ops.argmax(row)
+                if _near_tie(row, best, o.tie_margin):
+                    recompute = True  # batch and single decodes may disagree here: redo singly
+                    break
+                if j == len(draft) or best != draft[j]:
+                    break
+                accepted += 1
+                event = run.accept(draft[j])
+                if event is not None:
+                    yield event
+                if run.finished:
+                    break
+            drafted += len(draft)
+            accepted_total += accepted
+            policy.observe(matched, len(draft), accepted)
+            if run.finished:
+                break
+            lookup.extend(draft[:accepted])
+            held = len(run.prompt_tokens) + len(run.tokens)
+            if recompute:
+                run.seq.truncate(held - 1)
+                logits = run.step(run.tokens[-1])
+            else:
+                logits = rows[accepted]
+                run.seq.truncate(held)  # drop the rejected drafts
+        run.extra_stats.update(drafted_tokens=drafted, accepted_draft_tokens=accepted_total)
+        yield run.done()
+
+
+def _near_tie(row: np.ndarray, best: int, margin: float) -> bool:
+    """True when the runner-up logit is within `margin` of the best one."""
+    if margin <= 0:
+        return False
+    top = row[best]
+    row[best] = -np.inf
+    second = row.max()
+    row[best] = top
+    return bool(top - second < margin)
+
+
+@hookimpl
+def register_strategies(register):
+    register(Speculative)

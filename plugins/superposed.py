@@ -1,0 +1,214 @@
+"""`superposed`: Superposed Decoding (arXiv 2405.18400): k drafts for the cost of one.
+
+One sequence; every step feeds ONE input embedding, the weighted superposition of the drafts'
+last-token embeddings (weights: softmax of the drafts' cumulative scores), and shares the
+resulting distribution across drafts. Each draft then scores the n_token_sample most likely
+tokens of that (very sharp, temp 0.06) distribution, geometrically interpolated with its own
+n-gram probabilities, which is what makes the drafts differ:
+    s_i(v) = (1 - alpha) * log p(v) + alpha * log q_i(v),   q_i = sum_m w_m P(v | last m tokens)
+(a draft with no n-gram match for any candidate gets (1 - alpha) * log p(v) - penalty). The best
+k of all (draft, token) pairs become the new drafts; drafts that end go to a finished list.
+Final drafts are ranked by perplexity of their scores (or by true model log-probability with
+`rescore`, one extra batched pass). The n-gram store comes from a corpus you name (default: this
+git repository's source files, fallback: the Python stdlib), cached on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from assistant import hookimpl
+from assistant.decoding import Drafts, Run, Strategy, option
+from assistant.errors import Cancelled, ContextOverflow, PluginError
+
+
+@dataclass
+class SuperposedOptions:
+    k: int = option(3, "number of drafts")
+    alpha: float = option(0.54, "weight of the n-gram term in the geometric interpolation")
+    temp: float = option(0.06, "temperature of the shared LM distribution (sharp on purpose)")
+    n_token_sample: int = option(9, "tokens of the shared distribution each draft may extend with")
+    ngram_weights: str = option("0.01,0.04,0.15,0.18,0.12", "weights of bigram..6-gram probabilities")
+    penalty: float = option(200.0, "score penalty when no candidate has an n-gram match")
+    corpus: str = option("", "n-gram corpus: a file or folder, 'stdlib', or '' for this git repository")
+    rescore: bool = option(False, "rank final drafts by true model log-probability (one batched pass)")
+
+    def __post_init__(self):
+        if self.k < 1 or self.n_token_sample < 1 or self.temp <= 0 or not 0.0 <= self.alpha < 1.0:
+            raise ValueError("need k >= 1, n_token_sample >= 1, temp > 0, 0 <= alpha < 1")
+        try:
+            self.weights = [float(w) for w in str(self.ngram_weights).split(",") if w.strip()]
+        except ValueError:
+            raise ValueError(f"ngram_weights must be comma-separated numbers: {self.ngram_weights!r}") from None
+
+
+@dataclass
+class Draft:
+    tokens: list[int]
+    score: float
+    raw: bytes = b""
+    stops: object = None
+    constraint: object = None
+    finish: str | None = None
+    text: str | None = None  # final (cut) text once finished
+
+    def extend(self, run: Run, token: int, score: float) -> Draft:
+        child = Draft(self.tokens + [token], score, self.raw + run.model.piece(token))
+        child.stops = copy.copy(self.stops)
+        if self.constraint is not None:
+            child.constraint = self.constraint.fork()
+            child.constraint.advance(token)
+        return child
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.score / max(1, len(self.tokens)))
+
+
+class Superposed(Strategy):
+    name = "superposed"
+    summary = "k drafts from one sequence: superposed input embeddings + n-gram separation."
+    Options = SuperposedOptions
+
+    def generate(self, run: Run):
+        from assistant.ngrams import get_store
+
+        o = self.options
+        model, ctx, ops = run.model, run.context, run.ops
+        if model.architecture in ("gemma3n", "gemma4"):
+            raise PluginError(f"superposed decoding does not work on {model.architecture} (per-layer token inputs)")
+        store = get_store(model, o.corpus or None, progress=run.progress)
+        logits = run.start()
+        root = Draft([], 0.0, stops=copy.copy(run.stops))
+        if run.constraint is not None:
+            root.constraint = run.constraint.fork()
+        alive, finished = [root], []
+        steps = 0
+        while logits is not None and alive and steps < run.request.max_tokens:
+            if run.cancel.is_set():
+                run.finish("cancelled")
+                break
+            alive, done_now = self._step(run, o, store, ops, logits, alive)
+            finished = sorted(finished + done_now, key=lambda d: d.perplexity)[: o.k]
+            steps += 1
+            if alive:
+                yield Drafts([d.raw.decode("utf-8", "replace") for d in alive], [d.score for d in alive])
+            if len(finished) >= o.k or not alive or steps >= run.request.max_tokens:
+                break
+            weights = np.exp(np.array([d.score for d in alive]) - max(d.score for d in alive))
+            weights /= weights.sum()
+            mix = weights @ model.token_embeddings([d.tokens[-1] for d in alive])
+            try:
+                logits = ctx.decode_embeddings(run.seq, mix)
+            except Cancelled:
+                run.finish("cancelled")
+                break
+            except ContextOverflow:
+                break
+        ranked = self._rank(run, o, alive + finished)
+        texts = [self._final_text(run, d) for d in ranked]
+        run.extra_stats.update(drafts=len(ranked), superposed_steps=steps)
+        if ranked:  # the best draft becomes the run's text (stop rules applied as for any strategy)
+            for token in ranked[0].tokens:
+                event = run.accept(token)
+                if event is not None:
+                    yield event
+                if run.finished:
+                    break
+        if not run.finished:
+            run.finish(ranked[0].finish if ranked and ranked[0].finish else "length")
+        yield run.done(texts=texts)
+
+    def _step(self, run, o, store, ops, logits, alive):
+        """Score (draft, token) pairs on the shared distribution; returns (alive, finished)."""
+        model = run.model
+        x = ops.to_numpy(logits).astype(np.float32) / np.float32(o.temp)
+        masks = [d.constraint.allowed() for d in alive if d.constraint is not None]
+        masks = [np.asarray(m) for m in masks if m is not None]
+        if masks:  # draw the shared candidates from tokens some draft may take
+            x[~np.logical_or.reduce(masks)] = -np.inf
+        n = min(o.n_token_sample, x.shape[0])
+        top = np.argpartition(x, -n)[-n:]
+        top = top[np.argsort(-x[top], kind="stable")]
+        logp = x[top].astype(np.float64)
+        logp = logp - (np.max(logp) + np.log(np.sum(np.exp(logp - np.max(logp)))))
+        pairs = []
+        context = list(run.prompt_tokens[-8:])
+        sources = alive[:1] if not alive[0].tokens else alive  # first step: the drafts are identical
+        for i, d in enumerate(sources):
+            ok = np.ones(len(top), bool)
+            if d.constraint is not None:
+                allowed = d.constraint.allowed()
+                if allowed is not None:
+                    ok = np.asarray(allowed)[top]
+            q = store.probs(context + d.tokens, top, o.weights)
+            if np.any(q[ok] > 0):
+                with np.errstate(divide="ignore"):
+                    s = (1 - o.alpha) * logp + o.alpha * np.log(q)
+            else:
+                s = (1 - o.alpha) * logp - o.penalty
+            s[~ok] = -np.inf
+            pairs.extend((d.score + float(sv), i, int(v)) for sv, v in zip(s, top, strict=True) if np.isfinite(sv))
+        pairs.sort(key=lambda p: -p[0])
+        new_alive, done = [], []
+        for score, i, v in pairs[: 2 * o.k]:
+            parent = sources[i]
+            if model.is_eog(v):
+                d = Draft(parent.tokens, score, parent.raw, finish="stop")
+                d.text = self._cut(run, d)
+                done.append(d)
+                continue
+            if len(new_alive) >= o.k:
+                continue
+            child = parent.extend(run, v, score)
+            reason, end = child.stops.check(child.raw.decode("utf-8", "replace"))
+            if reason is not None:
+                child.finish, child.text = reason, child.raw.decode("utf-8", "replace")[:end]
+                done.append(child)
+            else:
+                new_alive.append(child)
+        return new_alive, done
+
+    def _cut(self, run, d: Draft) -> str:
+        text = d.raw.decode("utf-8", "replace")
+        return text[: d.stops.finish(text)] if d.stops is not None else text
+
+    def _final_text(self, run, d: Draft) -> str:
+        return d.text if d.text is not None else self._cut(run, d)
+
+    def _rank(self, run, o, drafts):
+        drafts = [d for d in drafts if d.tokens]
+        if o.rescore and drafts:
+            scores = self._true_logprobs(run, drafts)
+            for d, s in zip(drafts, scores, strict=True):
+                d.score = s
+        return sorted(drafts, key=lambda d: d.perplexity)[: o.k]
+
+    def _true_logprobs(self, run, drafts):
+        """Sum of the model's log-probabilities of each draft after the prompt: one batch."""
+        ctx, ops = run.context, run.ops
+        n_prompt = len(run.prompt_tokens)
+        run.seq.truncate(n_prompt - 1)
+        forks = [run.seq.fork() for _ in drafts]
+        try:
+            out = ctx.decode(
+                {f: [run.prompt_tokens[-1], *d.tokens[:-1]] for f, d in zip(forks, drafts, strict=True)},
+                all_logits=True,
+            )
+            scores = []
+            for f, d in zip(forks, drafts, strict=True):
+                rows = out[f]
+                scores.append(sum(float(rows[j][t]) - ops.logsumexp(rows[j]) for j, t in enumerate(d.tokens)))
+            return scores
+        finally:
+            for f in forks:
+                f.release()
+
+
+@hookimpl
+def register_strategies(register):
+    register(Superposed)

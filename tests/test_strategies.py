@@ -1,0 +1,162 @@
+"""The decoding strategies on a real model: pauses, drafts, exactness, masks, evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import ROOT, run_cli
+
+from assistant.config import Settings
+from assistant.decoding import AllowedTokens, Done, Drafts, Pause, Request, Sampling, Token
+from assistant.registry import get_registry
+from assistant.service import Service
+
+SMALL_CORPUS = str(ROOT / "assistant")  # a quick n-gram corpus for superposed
+
+
+def run(service, request, **kw):
+    events = list(service.generate(request, **kw))
+    done = events[-1]
+    assert isinstance(done, Done)
+    assert "".join(e.text for e in events if isinstance(e, Token)) == done.text
+    return done, events
+
+
+def test_adadec_pauses_and_batches_its_lookahead(service):
+    req = Request(
+        prompt="# a list of fruits\nfruits = [",
+        max_tokens=12,
+        strategy="adadec",
+        options={"threshold": "0.5", "k": "3", "lookahead": "4"},
+    )
+    done, events = run(service, req)
+    pauses = [e for e in events if isinstance(e, Pause)]
+    assert pauses, "a low threshold on an open-ended prompt must pause"
+    for p in pauses:
+        assert p.entropy >= 0.5 and len(p.candidates) == len(p.scores) <= 3
+        assert 0 <= p.chosen < len(p.candidates)
+        # the k branches advance together: at most L passes, several tokens per pass
+        assert 1 <= p.stats["forward_passes"] <= 4
+        assert p.stats["tokens_evaluated"] > p.stats["forward_passes"]
+    assert done.stats["pauses"] == len(pauses)
+    # a threshold nothing reaches gives exactly greedy
+    calm = Request(prompt="def add(a, b):\n", max_tokens=10, strategy="adadec", options={"threshold": "100"})
+    greedy = Request(prompt="def add(a, b):\n", max_tokens=10)
+    assert run(service, calm)[0].tokens == run(service, greedy)[0].tokens
+
+
+def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
+    svc = Service(Settings(completion_model=str(smol_path), n_ctx=1024))
+    req = Request(prompt="x = ", max_tokens=3, strategy="adadec")
+    before, _ = run(svc, req)
+    assert before.stats["threshold_source"] == "default" and "calibrate" in before.stats["notes"][0]
+    res = run_cli(
+        "calibrate",
+        "--model",
+        str(smol_path),
+        "--limit",
+        "4",
+        "--json",
+        env={"ASSISTANT_DATA_DIR": str(isolated_env / "data")},
+    )
+    assert res.returncode == 0, res.stderr
+    fit = json.loads(res.stdout)
+    assert fit["positions"] > 50 and fit["coef"] < 0 and fit["threshold"] > 0
+    after, _ = run(svc, req)
+    assert after.stats["threshold_source"] == "calibrated"
+    assert after.stats["adadec_threshold"] == pytest.approx(fit["threshold"], abs=1e-3)
+
+
+def test_superposed_gives_distinct_drafts(service):
+    req = Request(
+        prompt="def area(r):\n    return", max_tokens=8, strategy="superposed", options={"corpus": SMALL_CORPUS}
+    )
+    done, events = run(service, req)
+    assert any(isinstance(e, Drafts) for e in events)
+    assert len(done.texts) == 3 and len(set(done.texts)) == 3, done.texts
+    assert done.text == done.texts[0]
+    # all k drafts came from one sequence: one forward pass per step
+    assert done.stats["forward_passes"] <= done.stats["superposed_steps"] + 1
+
+
+def test_speculative_output_equals_greedy(smol_path):
+    prompt = "def fizzbuzz(n):\n    for i in range(1, n + 1):\n        if i % 15 == 0:\n            print('FizzBuzz')\n"
+    outs = {}
+    for strategy in ("greedy", "speculative"):  # fresh caches: same arithmetic history
+        svc = Service(Settings(completion_model=str(smol_path), n_ctx=1024))
+        outs[strategy] = run(svc, Request(prompt=prompt, max_tokens=40, strategy=strategy, ignore_eos=True))[0]
+    assert outs["speculative"].tokens == outs["greedy"].tokens
+    assert outs["speculative"].stats["forward_passes"] <= outs["greedy"].stats["forward_passes"]
+
+
+@pytest.mark.parametrize("strategy", sorted(get_registry().strategies()))
+def test_every_strategy_respects_a_token_mask(service, strategy):
+    model = service.model()
+    allowed = sorted({t for w in ("0", "1", " 0", " 1", ",", " ,") for t in model.tokenize(w)})
+    options = {"corpus": SMALL_CORPUS} if strategy == "superposed" else {}
+    req = Request(prompt="bits = [1, 0, ", max_tokens=6, strategy=strategy, options=options, sampling=Sampling(seed=3))
+    done, _ = run(service, req, constraint=AllowedTokens(model.n_vocab, allowed))
+    assert done.tokens, strategy
+    assert set(done.tokens) <= set(allowed), (strategy, done.tokens)
+
+
+def test_contrastive_and_top_h(service):
+    c, _ = run(service, Request(prompt="import os\n", max_tokens=8, strategy="contrastive"))
+    assert len(c.tokens) == 8 or c.finish_reason == "stop"
+    a = run(service, Request(prompt="import", max_tokens=8, strategy="top-h", sampling=Sampling(seed=4)))[0]
+    b = run(service, Request(prompt="import", max_tokens=8, strategy="top-h", sampling=Sampling(seed=4)))[0]
+    assert a.tokens == b.tokens
+
+
+def test_cli_superposed_returns_all_drafts(smol_path):
+    res = run_cli(
+        "generate",
+        "def square(x):",
+        "--model",
+        str(smol_path),
+        "-s",
+        "superposed",
+        "-n",
+        "6",
+        "-o",
+        f"corpus={SMALL_CORPUS}",
+        "--json",
+    )
+    assert res.returncode == 0, res.stderr
+    obj = json.loads(res.stdout)
+    assert len(obj["texts"]) == 3 and obj["text"] == obj["texts"][0]
+
+
+def test_eval_humaneval_is_resumable(tmp_path, smol_path):
+    out = tmp_path / "he.jsonl"
+    args = ["eval", "humaneval", "--model", str(smol_path), "--limit", "2", "-n", "48", "--output", str(out), "--json"]
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    s1 = json.loads(first.stdout)
+    assert s1["n"] == 2 and 0.0 <= s1["pass@1"] <= 1.0 and s1["resumed"] == 0
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["task_id"] for r in lines] == ["HumanEval/0", "HumanEval/1"]
+    assert all(r["status"] in ("passed", "failed", "timeout") for r in lines)
+    again = json.loads(run_cli(*args).stdout)
+    assert again["resumed"] == 2 and again["pass@1"] == s1["pass@1"]
+
+
+def test_bench_strategies_json(smol_path):
+    res = run_cli(
+        "bench",
+        "strategies",
+        "--model",
+        str(smol_path),
+        "--tokens",
+        "4",
+        "--json",
+        env={"ASSISTANT_PLUGINS": "greedy,sample,adadec,speculative,top_h,contrastive"},
+    )
+    assert res.returncode == 0, res.stderr
+    obj = json.loads(res.stdout)
+    assert obj["greedy"]["time_vs_greedy"] == 1.0
+    for name in ("sample", "adadec", "speculative", "top-h", "contrastive"):
+        assert obj[name]["time_vs_greedy"] > 0 and obj[name]["forward_passes"] > 0
+    assert obj["speculative_repetitive"]["speedup"] > 0
+    assert 0 < obj["grammar"]["mask_ms_per_token"]
