@@ -40,6 +40,34 @@ MaxTokOpt = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Most 
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (sample strategy).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed for sampling strategies.")]
 StopOpt = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
+GrammarOpt = Annotated[Path | None, typer.Option("--grammar", help="Constrain output to a Lark grammar file.")]
+RegexOpt = Annotated[str | None, typer.Option("--regex", help="Constrain output to a regular expression.")]
+SchemaOpt = Annotated[Path | None, typer.Option("--json-schema", help="Constrain output to a JSON schema file.")]
+
+
+def _constraint(service, grammar: Path | None, regex: str | None, schema: Path | None, role: str = bundled.COMPLETION):
+    """The constraint the flags ask for (at most one), built by the registered factories."""
+    given = [(k, v) for k, v in (("lark", grammar), ("regex", regex), ("json-schema", schema)) if v is not None]
+    if not given:
+        return None
+    if len(given) > 1:
+        raise UserError("use only one of --grammar, --regex, --json-schema")
+    kind, value = given[0]
+    factories = service.registry.named("register_constraints")
+    if kind not in factories:
+        raise UserError(f"no plugin provides {kind!r} constraints (is ASSISTANT_PLUGINS limiting them?)")
+    model = service.model(role)
+    if kind == "regex":
+        return factories[kind](value, model, origin="--regex")
+    from .constraints import ConstraintError
+
+    try:
+        source = Path(value).expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConstraintError(f"{kind} file not found: {value}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConstraintError(f"cannot read {kind} file {value}: {exc}") from None
+    return factories[kind](source, model, origin=str(value))
 
 
 def _settings(role: str, model: Path | None = None, **flags: Any) -> Settings:
@@ -108,10 +136,10 @@ def _emit_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False))
 
 
-def _stream(service, request, *, as_json: bool, extra: dict | None = None) -> None:
+def _stream(service, request, *, as_json: bool, extra: dict | None = None, constraint=None) -> None:
     """Run a request: stream text to stdout, or print one JSON object at the end."""
     done = None
-    for event in service.generate(request, progress=_WorkProgress(enabled=not as_json)):
+    for event in service.generate(request, constraint=constraint, progress=_WorkProgress(enabled=not as_json)):
         kind = type(event).__name__
         if kind == "Token" and not as_json:
             sys.stdout.write(event.text)
@@ -162,6 +190,9 @@ def generate(
     temperature: TempOpt = None,
     seed: SeedOpt = None,
     stop: StopOpt = None,
+    grammar: GrammarOpt = None,
+    regex: RegexOpt = None,
+    json_schema: SchemaOpt = None,
     model: ModelOpt = None,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
@@ -183,7 +214,7 @@ def generate(
         stop=stop,
         prompt=prompt,
     )
-    _stream(service, request, as_json=as_json)
+    _stream(service, request, as_json=as_json, constraint=_constraint(service, grammar, regex, json_schema))
 
 
 @app.command()
@@ -198,6 +229,12 @@ def complete(
     temperature: TempOpt = None,
     seed: SeedOpt = None,
     stop: StopOpt = None,
+    grammar: GrammarOpt = None,
+    regex: RegexOpt = None,
+    json_schema: SchemaOpt = None,
+    syntax_valid: Annotated[
+        bool, typer.Option("--syntax-valid", help="Only stop where the whole file parses (any strategy).")
+    ] = False,
     model: ModelOpt = None,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
@@ -206,6 +243,7 @@ def complete(
 ):
     """Infill at a cursor in FILE and print only the inserted text."""
     from .context.cursor import split_at_cursor
+    from .context.syntax import language_of
 
     prefix, suffix = split_at_cursor(file, line, column)
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
@@ -221,9 +259,13 @@ def complete(
         prompt=prefix,
         suffix=suffix,
         n_indent=n_indent,
+        syntax_valid=syntax_valid,
+        language=language_of(file),
+        filename=file.name,
     )
     done = None
-    for event in service.generate(request):
+    constraint = _constraint(service, grammar, regex, json_schema)
+    for event in service.generate(request, constraint=constraint, progress=_WorkProgress(enabled=not as_json)):
         if type(event).__name__ == "Done":
             done = event
     if as_json:
@@ -434,6 +476,51 @@ def eval_humaneval(
     typer.echo(f"{summary['model']} [{name}] pass@1 {summary['pass@1']:.3f} on {summary['n']} problems  {extra}")
     typer.echo(
         f"  {summary['tokens_generated']} tokens, {summary['seconds']:.1f}s generating; results: {summary['results']}"
+    )
+
+
+@eval_app.command("infill")
+def eval_infill(
+    cases: Annotated[Path | None, typer.Option("--cases", help="JSONL of {prefix, suffix, middle, test?}.")] = None,
+    kind: Annotated[str, typer.Option("--kind", help="Default cases: single, multi or both.")] = "single",
+    strategy: StrategyOpt = None,
+    option: OptionOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases.")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per case.")] = 96,
+    syntax_valid: Annotated[
+        bool, typer.Option("--syntax-valid", help="Apply the syntax guard to any strategy.")
+    ] = False,
+    model: ModelOpt = None,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+):
+    """Infill quality: validity, exact match, edit similarity, tests passed."""
+    from .evals.infill import humaneval_cases, load_cases, run_infill_eval
+
+    if kind not in ("single", "multi", "both"):
+        raise UserError("--kind must be single, multi or both")
+    settings = _settings(bundled.COMPLETION, model, threads=threads)
+    service = _service(settings, quiet=as_json)
+    name = strategy or settings.strategy
+    service.registry.strategy(name)
+    chosen = (load_cases(cases) if cases else humaneval_cases(kind))[: limit or None]
+    with _progress_bar(f"infill [{name}]", enabled=not as_json) as advance:
+        result = run_infill_eval(
+            service,
+            cases=chosen,
+            strategy=name,
+            options=_parse_options(option),
+            max_tokens=max_tokens,
+            syntax_valid=syntax_valid,
+            progress=advance,
+        )
+    if as_json:
+        _emit_json(result)
+        return
+    typer.echo(
+        f"[{name}] n={result['n']} syntax_valid {result['syntax_valid_rate']:.3f}  nonempty_valid "
+        f"{result['nonempty_valid_rate']:.3f}  exact {result['exact_match']:.3f}  edit_sim "
+        f"{result['edit_similarity']:.3f}  pass {result['pass_rate']}  {result['seconds_per_case']:.2f}s/case"
     )
 
 

@@ -82,6 +82,8 @@ class Service:
         """Run a request through its strategy, yielding events (the last one is `Done`)."""
         request.validate()
         strategy_cls = self.registry.strategy(request.strategy)
+        if getattr(strategy_cls, "needs_syntax_guard", False) and request.is_infill:
+            request.syntax_valid = True
         strategy = strategy_cls(strategy_cls.parse_options(request.options))
         model = self.model(role)
         context = self.context(role)

@@ -44,6 +44,15 @@ def test_sampling_is_seeded_and_respects_masks():
     assert set(many) <= set(np.argsort(-LOGITS)[:3].tolist()) and len(set(many)) > 1
 
 
+def test_masked_sparse_and_dense_paths_agree():
+    for every in (2, 50):  # dense (half allowed) and sparse (2% allowed)
+        allowed = np.arange(LOGITS.size) % every == 0
+        out = N.masked(LOGITS, allowed)
+        assert (np.isfinite(out) == allowed).all()
+        np.testing.assert_array_equal(out[allowed], LOGITS[allowed])
+        assert N.argmax(out) == int(np.flatnonzero(allowed)[np.argmax(LOGITS[allowed])])
+
+
 def test_backend_selection():
     assert ops.backend("numpy") is N
     assert ops.backend("auto", on_gpu=False) is N
@@ -63,6 +72,7 @@ def test_torch_backend_agrees_with_numpy():
         assert (np.isfinite(a) == np.isfinite(b)).all(), fn
     allowed = np.arange(LOGITS.size) % 5 == 0
     assert (np.isfinite(T.to_numpy(T.mask_inplace(LOGITS.copy(), allowed))) == allowed).all()
+    np.testing.assert_array_equal(T.to_numpy(T.masked(LOGITS, allowed)), N.masked(LOGITS, allowed))
     for seed in range(20):
         x = N.top_p_mask(N.top_k_mask(LOGITS, 40), 0.9)
         assert T.sample(x, np.random.default_rng(seed)) == N.sample(x, np.random.default_rng(seed))

@@ -111,7 +111,7 @@ def _mask_overhead(service: Service, n_tokens: int, repeats: int = 200) -> dict:
     ops = service.ops_for(model)
     t0 = time.perf_counter()
     for _ in range(repeats):
-        ops.mask_inplace(np.array(logits, copy=True), constraint.allowed())
+        ops.masked(logits, constraint.allowed())
     per_token = (time.perf_counter() - t0) / repeats
     return {
         "mask_ms_per_token": round(per_token * 1000, 4),

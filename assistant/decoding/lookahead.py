@@ -57,11 +57,10 @@ def greedy_rollouts(run: Run, candidates: list[int], logprobs: list[float], leng
                 b = branches[i]
                 if f not in out:
                     continue
-                logits = np.array(out[f], copy=True)  # the view dies with the next decode
-                if constraints[i] is not None:
-                    allowed = constraints[i].allowed()
-                    if allowed is not None:
-                        ops.mask_inplace(logits, allowed)
+                logits = out[f]
+                allowed = constraints[i].allowed() if constraints[i] is not None else None
+                # a copy either way: the engine's view dies with the next decode
+                logits = ops.masked(logits, allowed) if allowed is not None else np.array(logits, copy=True)
                 tok = ops.argmax(logits)
                 b.logits.append(logits)
                 b.entropies.append(ops.entropy(logits))

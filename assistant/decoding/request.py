@@ -46,6 +46,9 @@ class Request:
     options: dict[str, Any] = field(default_factory=dict)
     add_bos: bool = True
     ignore_eos: bool = False  # keep going past end-of-generation tokens (benchmarks)
+    syntax_valid: bool = False  # infill: stop only where prefix + middle + suffix parses
+    language: str | None = None  # language of the file being infilled (for syntax checks)
+    filename: str | None = None  # name of the file being infilled (repo-level FIM prompts)
 
     @property
     def is_infill(self) -> bool:

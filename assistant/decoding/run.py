@@ -103,7 +103,7 @@ class Run:
         allowed = self.constraint.allowed()
         if allowed is None:
             return logits
-        return self.ops.mask_inplace(np.array(logits, copy=True), allowed)
+        return self.ops.masked(logits, allowed)
 
     # -- bookkeeping ------------------------------------------------------------------------
     @property
@@ -143,11 +143,26 @@ class Run:
         if end is None:
             end = self.stops.finish(self.text)
         end = max(end, self.emitted)  # never take back text already shown
+        if getattr(self.stops.guard, "failed", False):
+            reason = "no_valid_infill"  # the syntax guard found no stop where the file parses
         self.finish_reason = reason
         self.final_end = end
         new = self.text[self.emitted : end]
         self.emitted = end
         return Token(new) if new else None
+
+    def restart(self) -> None:
+        """Forget the generated text to try again from the prompt (nothing shown is lost:
+        only guards that hold text back until the end allow a restart)."""
+        if self.emitted:
+            raise RuntimeError("cannot restart a run that already showed text")
+        self.tokens, self.text, self.finish_reason, self.final_end = [], "", None, None
+        self._utf8.reset()
+        guard = self.stops.guard
+        if guard is not None and hasattr(guard, "reset"):
+            guard.reset()
+        self.stops = StopRules(self.request, guard)
+        self._max_tokens = self.request.max_tokens
 
     @property
     def final_text(self) -> str:

@@ -31,6 +31,7 @@ class StopRules:
         self.guard = guard
         self.started: float | None = None
         self._stop_scan = 0  # stop strings cannot start before this index
+        self._stop_floor = 0
         self._line_scan = 0  # lines starting before this index passed the n_indent rule
         self.trivial = not (self.stops or self.n_indent or self.t_max or self.deadline or guard)
 
@@ -45,7 +46,8 @@ class StopRules:
         hold = end
         if self.stops:
             found = self._find_stop(text)
-            if found is not None:
+            gate = getattr(self.guard, "valid", None)  # a syntax guard decides which stops count
+            if found is not None and (gate is None or gate(text[:found])):
                 return "stop", found
             hold = min(hold, end - self._partial_stop(text))
         if self.n_indent:
@@ -73,12 +75,14 @@ class StopRules:
 
     def _find_stop(self, text: str) -> int | None:
         best = None
-        start = max(0, self._stop_scan - self.longest_stop)
+        start = max(self._stop_floor, self._stop_scan - self.longest_stop)
         for s in self.stops:
             i = text.find(s, start)
             if i >= 0 and (best is None or i < best):
                 best = i
         self._stop_scan = len(text)
+        if best is not None:
+            self._stop_floor = best + 1  # a rejected stop is not found again
         return best
 
     def _partial_stop(self, text: str) -> int:

@@ -96,6 +96,12 @@ def mask_inplace(logits, allowed) -> torch.Tensor:
     return x
 
 
+def masked(logits, allowed) -> torch.Tensor:
+    x = asarray(logits)
+    allowed_t = torch.as_tensor(np.asarray(allowed, dtype=bool), device=x.device)
+    return torch.where(allowed_t, x, torch.tensor(-torch.inf, device=x.device))
+
+
 def sample(logits, rng: np.random.Generator) -> int:
     x = asarray(logits)
     live = torch.nonzero(x > -torch.inf).flatten()

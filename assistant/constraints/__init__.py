@@ -1,0 +1,95 @@
+"""Constraints: Lark grammars, regular expressions and JSON schemas, all through llguidance.
+
+A constraint gives a per-step token mask that every strategy applies through the shared step
+helper (`Run.constrain`), and forks with the sequences of search strategies. Errors in a
+grammar, regex or schema become one clear `ConstraintError` that points at the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+KINDS = ("lark", "regex", "json-schema")
+
+
+class ConstraintError(UserError):
+    """An invalid grammar, regex or JSON schema."""
+
+
+class GrammarConstraint:
+    """An llguidance matcher behind the `Constraint` protocol."""
+
+    def __init__(self, matcher, n_vocab: int, description: str = ""):
+        import llguidance.numpy as lln
+
+        self.matcher = matcher
+        self.n_vocab = n_vocab
+        self.description = description
+        self._bitmask = lln.allocate_token_bitmask(1, n_vocab)
+        self._fill = lln.fill_next_token_bitmask
+
+    def allowed(self) -> np.ndarray:
+        self._fill(self.matcher, self._bitmask, 0)
+        return np.unpackbits(self._bitmask[0].view(np.uint8), bitorder="little")[: self.n_vocab].view(bool)
+
+    def advance(self, token: int) -> None:
+        if not self.matcher.consume_token(int(token)):
+            raise ConstraintError(f"token {token} rejected by {self.description}: {self.matcher.get_error()}")
+
+    def fork(self) -> GrammarConstraint:
+        return GrammarConstraint(self.matcher.deep_copy(), self.n_vocab, self.description)
+
+    @property
+    def accepting(self) -> bool:
+        return bool(self.matcher.is_accepting())
+
+
+def grammar_text(kind: str, source: str) -> str:
+    """An llguidance grammar from a Lark grammar, a regex, or a JSON schema (text)."""
+    import llguidance
+
+    if kind == "lark":
+        return llguidance.LLMatcher.grammar_from_lark(source)
+    if kind == "regex":
+        return llguidance.LLMatcher.grammar_from_regex(source)
+    if kind == "json-schema":
+        try:
+            json.loads(source)
+        except ValueError as exc:
+            raise ConstraintError(f"JSON schema is not valid JSON: {exc}") from None
+        return llguidance.LLMatcher.grammar_from_json_schema(source)
+    raise ConstraintError(f"unknown constraint kind {kind!r} (use one of {', '.join(KINDS)})")
+
+
+def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstraint:
+    """Compile and validate; errors name the problem (and the file, when given)."""
+    import llguidance
+
+    from ..engine.guidance import lltokenizer
+
+    where = f" in {origin}" if origin else ""
+    tokenizer = lltokenizer(model)
+    grammar = grammar_text(kind, source)
+    error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
+    if error:
+        raise ConstraintError(f"invalid {kind}{where}: {error.strip()}")
+    matcher = llguidance.LLMatcher(tokenizer, grammar)
+    if matcher.is_error():
+        raise ConstraintError(f"invalid {kind}{where}: {matcher.get_error()}")
+    return GrammarConstraint(matcher, model.n_vocab, f"{kind}{where}")
+
+
+def from_file(kind: str, path: str | Path, model) -> GrammarConstraint:
+    p = Path(path).expanduser()
+    try:
+        source = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConstraintError(f"{kind} file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConstraintError(f"cannot read {kind} file {p}: {exc}") from None
+    return build(kind, source, model, origin=str(p))

@@ -1,0 +1,60 @@
+"""llguidance's tokenizer built from the llama.cpp vocabulary (needs llama_cpp, so it lives here).
+
+Building it walks every token through ctypes (~5 s on a 262k vocabulary), so the token bytes are
+cached on disk per GGUF (by sha256) and the tokenizer once per loaded model.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import pickle
+
+import llama_cpp
+
+
+def _token_bytes(model) -> list[bytes]:
+    from ..calibration import file_sha256
+    from ..config import cache_dir
+
+    folder = cache_dir() / "vocab"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{file_sha256(model.path)[:24]}.pkl"
+    try:
+        with path.open("rb") as fh:
+            tokens = pickle.load(fh)
+        if len(tokens) == model.n_vocab:
+            return tokens
+    except (OSError, pickle.PickleError, EOFError):
+        pass
+    buf = ctypes.create_string_buffer(16 * 1024 + 1)
+    tokens = []
+    control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+    user = llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+    for token in range(model.n_vocab):
+        n = llama_cpp.llama_token_to_piece(model.vocab, token, buf, 16 * 1024, 0, True)
+        tok = bytes(buf[: max(n, 0)])
+        attr = llama_cpp.llama_token_get_attr(model.vocab, token)
+        # special tokens are marked with a 0xff prefix, as llguidance.llamacpp does
+        if attr & control or (attr & user and tok.startswith(b"<") and tok.endswith(b">")):
+            tok = b"\xff" + tok
+        tokens.append(tok)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        pickle.dump(tokens, fh)
+    tmp.replace(path)
+    return tokens
+
+
+def lltokenizer(model):
+    """The llguidance tokenizer of a loaded model (cached on the model)."""
+    cached = getattr(model, "_lltokenizer", None)
+    if cached is not None:
+        return cached
+    from llguidance import LLTokenizer
+
+    fptr = ctypes.cast(llama_cpp.llama_cpp._lib.llama_tokenize, ctypes.c_void_p).value
+    tok = LLTokenizer.from_llamacpp(
+        tokens=_token_bytes(model), vocab_ptr=model.vocab, tokenize_fptr=fptr, eos_token=model.eos, slices=None
+    )
+    model._lltokenizer = tok
+    return tok

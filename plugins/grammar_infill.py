@@ -1,0 +1,98 @@
+"""`grammar-infill`: infilling whose result always parses, or says it could not.
+
+Generation runs left to right from the FIM prompt (or the prefix, on models without FIM
+tokens). Every candidate stop point (a line boundary, a dedent, end of generation, a stop
+string) is accepted only where prefix + middle + suffix parses (Python: `ast` and tree-sitter;
+other languages: tree-sitter) and the middle is non-empty. A token that would end the middle
+where the file does not parse (end of generation, or the newline that closes a single-line
+hole) is rejected and the next best token taken from the same logits (sample-then-check
+rejection as in the CFG-infilling paper, no extra forward pass). If an attempt ends without a
+valid middle, further attempts sample (seeded); when all fail, finish_reason is
+"no_valid_infill" and the text is empty rather than broken code. The middle never repeats the
+suffix (the suffix guard trims it and a repeated suffix does not parse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from assistant import hookimpl
+from assistant.decoding import Run, Strategy, option
+from assistant.errors import PluginError
+
+
+@dataclass
+class GrammarInfillOptions:
+    attempts: int = option(3, "tries before giving up; the first is greedy, the others sample")
+    temperature: float = option(0.7, "temperature of the sampled retries")
+    max_rejections: int = option(100, "end-of-generation rejections per step before giving up the attempt")
+
+    def __post_init__(self):
+        if self.attempts < 1 or self.temperature <= 0 or self.max_rejections < 1:
+            raise ValueError("need attempts >= 1, temperature > 0, max_rejections >= 1")
+
+
+class GrammarInfill(Strategy):
+    name = "grammar-infill"
+    summary = "Infill that stops only where prefix + middle + suffix parses; never returns broken code."
+    Options = GrammarInfillOptions
+    needs_syntax_guard = True
+
+    def generate(self, run: Run):
+        o = self.options
+        guard = run.stops.guard
+        if not run.request.is_infill or guard is None or not hasattr(guard, "would_accept_end"):
+            raise PluginError("grammar-infill needs an infill request (a prefix and a suffix)")
+        ops, model = run.ops, run.model
+        rejections = 0
+        for attempt in range(o.attempts):
+            if attempt:
+                run.restart()
+            logits = run.start()
+            while logits is not None:
+                x = run.constrain(logits)
+                if attempt:
+                    x = ops.apply_temperature(x, o.temperature)
+                token = ops.argmax(x) if attempt == 0 else ops.sample(x, run.rng)
+                tries = 0
+                while tries < o.max_rejections and self._invalid_stop(run, guard, token):
+                    x = np.array(ops.to_numpy(x), copy=True)
+                    x[token] = -np.inf  # reject the invalid stop and resample from the same logits
+                    tries += 1
+                    if not np.isfinite(x).any():
+                        break
+                    token = ops.argmax(x) if attempt == 0 else ops.sample(x, run.rng)
+                rejections += tries
+                event = run.accept(token)  # the syntax guard holds all text until a valid stop
+                if event is not None:
+                    yield event
+                if run.finished:
+                    break
+                logits = run.step(token)
+            if run.finish_reason != "no_valid_infill":
+                break
+        run.extra_stats.update(attempts=attempt + 1, eos_rejections=rejections, syntax_checks=guard.checks)
+        yield run.done()
+
+    @staticmethod
+    def _invalid_stop(run: Run, guard, token: int) -> bool:
+        """Would this token end the middle (end of generation, or completing a stop string such
+        as the newline of a single-line hole) at a point where the file does not parse?"""
+        if run.model.is_eog(token):
+            return not guard.would_accept_end(run.text)
+        stops = run.request.stop
+        if not stops:
+            return False
+        text = run.text + run.model.piece(token).decode("utf-8", "ignore")
+        for stop in stops:
+            i = text.find(stop, max(0, len(run.text) - len(stop) + 1))
+            if i >= 0:
+                return not guard.valid(text[:i])
+        return False
+
+
+@hookimpl
+def register_strategies(register):
+    register(GrammarInfill)

@@ -1,0 +1,88 @@
+"""Constraints through llguidance: every strategy obeys them; bad grammars fail clearly."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+from conftest import ROOT, run_cli
+
+from assistant import grammars
+from assistant.constraints import ConstraintError, build
+from assistant.decoding import Done, Request, Sampling
+from assistant.registry import get_registry
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string", "maxLength": 6}, "age": {"type": "integer", "maximum": 99}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+LEFT_TO_RIGHT = sorted(s for s in get_registry().strategies() if s != "grammar-infill")
+
+
+@pytest.mark.parametrize("strategy", LEFT_TO_RIGHT)
+def test_json_schema_output_validates_for_every_strategy(service, strategy):
+    model = service.model()
+    constraint = build("json-schema", json.dumps(SCHEMA), model)
+    options = {"corpus": str(ROOT / "assistant")} if strategy == "superposed" else {}
+    req = Request(
+        prompt="A user record as JSON: ", max_tokens=48, strategy=strategy, options=options, sampling=Sampling(seed=2)
+    )
+    done = [e for e in service.generate(req, constraint=constraint) if isinstance(e, Done)][0]
+    assert done.finish_reason == "stop", (strategy, done.text)
+    jsonschema.validate(json.loads(done.text), SCHEMA)
+
+
+def test_shipped_grammars_compile_and_constrain(service):
+    model = service.model()
+    assert {"json.lark", "python_line.lark", "sql_select.lark", "tool_call.schema.json"} <= set(grammars.available())
+    for name in grammars.available():
+        kind = "json-schema" if name.endswith(".json") else "lark"
+        c = build(kind, grammars.path(name).read_text(), model, origin=name)
+        assert 0 < c.allowed().sum() < model.n_vocab, name
+    sql = build("lark", grammars.path("sql_select.lark").read_text(), model)
+    req = Request(prompt="-- names of all users\n", max_tokens=24)
+    done = [e for e in service.generate(req, constraint=sql) if isinstance(e, Done)][0]
+    assert done.text.upper().startswith("SELECT"), done.text
+
+
+def test_regex_constraint(service):
+    c = build("regex", r"[0-9]{3}-[0-9]{4}", service.model())
+    done = [e for e in service.generate(Request(prompt="Phone: ", max_tokens=12), constraint=c)][-1]
+    assert done.finish_reason == "stop"
+    import re
+
+    assert re.fullmatch(r"[0-9]{3}-[0-9]{4}", done.text), done.text
+
+
+@pytest.mark.parametrize(
+    "kind, source, message",
+    [
+        ("lark", "start: foo", "unknown name"),
+        ("lark", 'start: "a" (', "invalid lark"),
+        ("regex", "[a-", "unclosed character class"),
+        ("json-schema", '{"type": "bogus"}', "bogus"),
+        ("json-schema", "{not json", "not valid JSON"),
+    ],
+)
+def test_invalid_constraints_are_clear_errors(service, kind, source, message):
+    with pytest.raises(ConstraintError, match=message):
+        build(kind, source, service.model())
+
+
+def test_cli_constraint_flags(tmp_path, smol_path):
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps(SCHEMA))
+    res = run_cli(
+        "generate", "User as JSON: ", "--model", str(smol_path), "--json-schema", str(schema), "-n", "48", "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    jsonschema.validate(json.loads(json.loads(res.stdout)["text"]), SCHEMA)
+    bad = tmp_path / "bad.lark"
+    bad.write_text("start: missing_rule\n")
+    res = run_cli("generate", "x", "--model", str(smol_path), "--grammar", str(bad))
+    assert res.returncode == 2 and "missing_rule" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli("generate", "x", "--model", str(smol_path), "--regex", "a", "--grammar", str(bad))
+    assert res.returncode == 2 and "only one of" in res.stderr

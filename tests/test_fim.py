@@ -1,0 +1,112 @@
+"""FIM prompt layouts per model family, on tiny GGUF files written by the test itself."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import run_cli
+from tiny_gguf import FAMILIES, write_tiny_gguf
+
+from assistant.context import build_prompt
+from assistant.context.fim import detect
+from assistant.decoding import ContextChunk, Request
+from assistant.engine import Model
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gguf")
+    return {fam: Model(write_tiny_gguf(folder / f"{fam}.gguf", fam)) for fam in FAMILIES}
+
+
+def ids(model, *texts):
+    return [model.special_token(t) for t in texts]
+
+
+@pytest.mark.parametrize("family", ["qwen", "starcoder", "codellama", "deepseek", "codestral", "codegemma"])
+def test_family_detected(tiny, family):
+    layout = detect(tiny[family])
+    assert layout is not None and layout.family == family
+    assert layout.spm == (family == "codestral")
+
+
+def test_no_fim_tokens(tiny):
+    assert detect(tiny["none"]) is None
+    p = build_prompt(tiny["none"], Request(prompt="def x", suffix="return y"), 256)
+    assert p.mode == "prefix" and p.guard is not None
+
+
+def test_psm_layout_with_repo_context_qwen(tiny):
+    m = tiny["qwen"]
+    req = Request(prompt="def x", suffix="return y", extra=[ContextChunk("x = 1", "a.py")], filename="b.py")
+    toks = build_prompt(m, req, 256).tokens
+    rep, sep, pre, suf, mid = ids(
+        m, "<|repo_name|>", "<|file_sep|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
+    )
+    expected = (
+        [rep]
+        + m.tokenize("myproject\n")
+        + [sep]
+        + m.tokenize("a.py\nx = 1")
+        + [sep]
+        + m.tokenize("b.py\n")
+        + m.bos_tokens()
+        + [pre]
+        + m.tokenize("def x")
+        + [suf]
+        + m.tokenize("return y")
+        + [mid]
+    )
+    assert toks == expected
+
+
+def test_starcoder_uses_its_own_repo_tokens(tiny):
+    m = tiny["starcoder"]
+    toks = build_prompt(m, Request(prompt="a", suffix="b", extra=[ContextChunk("c", "f.py")]), 256).tokens
+    assert toks[0] == m.special_token("<repo_name>") and m.special_token("<file_sep>") in toks
+
+
+def test_spm_order_codestral(tiny):
+    m = tiny["codestral"]
+    toks = build_prompt(m, Request(prompt="def x", suffix="return y"), 256).tokens
+    pre, suf = ids(m, "[PREFIX]", "[SUFFIX]")
+    assert toks == m.bos_tokens() + [suf] + m.tokenize("return y") + [pre] + m.tokenize("def x")
+
+
+@pytest.mark.parametrize(
+    "family, tokens",
+    [
+        ("codellama", ("▁<PRE>", "▁<SUF>", "▁<MID>")),
+        ("deepseek", ("<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>")),
+    ],
+)
+def test_psm_without_repo_tokens_uses_snippet_separator(tiny, family, tokens):
+    m = tiny[family]
+    toks = build_prompt(m, Request(prompt="def x", suffix="return y", extra=[ContextChunk("z = 2")]), 256).tokens
+    pre, suf, mid = ids(m, *tokens)
+    assert toks == (
+        m.tokenize("z = 2\n\n--- snippet ---\n\n")
+        + m.bos_tokens()
+        + [pre]
+        + m.tokenize("def x")
+        + [suf]
+        + m.tokenize("return y")
+        + [mid]
+    )
+
+
+def test_long_infill_is_truncated_not_crashed(tiny):
+    m = tiny["qwen"]
+    p = build_prompt(m, Request(prompt="x + " * 400, suffix="y - " * 400, max_tokens=32), 256)
+    assert p.truncated and len(p.tokens) < 256
+
+
+def test_complete_runs_a_fim_model(tmp_path, tiny):
+    src = tmp_path / "a.py"
+    src.write_text("def x():\n    return 1\n")
+    res = run_cli(
+        "complete", str(src), "--line", "2", "--column", "5", "--model", str(tiny["qwen"].path), "-n", "4", "--json"
+    )
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["stats"]["prompt_mode"] == "fim:qwen"
