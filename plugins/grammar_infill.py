@@ -45,7 +45,7 @@ class GrammarInfill(Strategy):
         guard = run.stops.guard
         if not run.request.is_infill or guard is None or not hasattr(guard, "would_accept_end"):
             raise PluginError("grammar-infill needs an infill request (a prefix and a suffix)")
-        ops, model = run.ops, run.model
+        ops = run.ops
         rejections = 0
         for attempt in range(o.attempts):
             if attempt:
