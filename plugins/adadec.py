@@ -72,9 +72,7 @@ class AdaDec(Strategy):
             entropy = ops.entropy(x)
             if entropy < tau:
                 token = ops.argmax(x)
-                event = run.accept(token)
-                if event is not None:
-                    yield event
+                yield from run.take(token)
                 if run.finished:
                     break
                 logits = run.step(token)
@@ -99,9 +97,7 @@ class AdaDec(Strategy):
                     stats={"forward_passes": work.forward_passes, "tokens_evaluated": work.tokens_evaluated},
                 )
                 win = branches[best]
-                event = run.accept(win.first)
-                if event is not None:
-                    yield event
+                yield from run.take(win.first)
                 if run.finished:
                     break
                 if not o.reuse_lookahead:
@@ -115,9 +111,7 @@ class AdaDec(Strategy):
                     if win.entropies[j] >= tau:  # the next uncertain step: its distribution is known
                         logits = win.logits[j]
                         break
-                    event = run.accept(tok)
-                    if event is not None:
-                        yield event
+                    yield from run.take(tok)
                     if run.finished:
                         break
                 if run.finished:

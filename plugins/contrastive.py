@@ -80,9 +80,7 @@ class Contrastive(Strategy):
                 penalty = [float(np.max(history @ h)) for h in hidden]
                 scores = [(1 - o.alpha) * p - o.alpha * pen for p, pen in zip(probs, penalty, strict=True)]
                 best = int(np.argmax(scores))
-                event = run.accept(cands[best])
-                if event is not None:
-                    yield event
+                yield from run.take(cands[best])
                 if run.finished:
                     break
                 seq.adopt(forks[best])

@@ -65,9 +65,7 @@ class GrammarInfill(Strategy):
                         break
                     token = ops.argmax(x) if attempt == 0 else ops.sample(x, run.rng)
                 rejections += tries
-                event = run.accept(token)  # the syntax guard holds all text until a valid stop
-                if event is not None:
-                    yield event
+                yield from run.take(token)  # the syntax guard holds all text until a valid stop
                 if run.finished:
                     break
                 logits = run.step(token)

@@ -165,9 +165,7 @@ class Speculative(Strategy):
             policy = DraftPolicy(o.max_ngram, o.prior_acceptance, o.max_draft, decode_costs(ctx, run.seq))
         while logits is not None:
             token = ops.argmax(run.constrain(logits))
-            event = run.accept(token)
-            if event is not None:
-                yield event
+            yield from run.take(token)
             if run.finished:
                 break
             lookup.extend([token])
@@ -197,9 +195,7 @@ class Speculative(Strategy):
                 if j == len(draft) or best != draft[j]:
                     break
                 accepted += 1
-                event = run.accept(draft[j])
-                if event is not None:
-                    yield event
+                yield from run.take(draft[j])
                 if run.finished:
                     break
             drafted += len(draft)

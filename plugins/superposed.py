@@ -114,9 +114,7 @@ class Superposed(Strategy):
         run.extra_stats.update(drafts=len(ranked), superposed_steps=steps)
         if ranked:  # the best draft becomes the run's text (stop rules applied as for any strategy)
             for token in ranked[0].tokens:
-                event = run.accept(token)
-                if event is not None:
-                    yield event
+                yield from run.take(token)
                 if run.finished:
                     break
         if not run.finished:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import threading
 import time
+from collections.abc import Iterator
 from types import ModuleType
 
 import numpy as np
@@ -135,6 +136,12 @@ class Run:
             return Token(new, token)
         return None
 
+    def take(self, token: int) -> Iterator[Token]:
+        """`accept` for generators: `yield from run.take(token)` streams what it releases."""
+        event = self.accept(token)
+        if event is not None:
+            yield event
+
     def finish(self, reason: str, end: int | None = None) -> Token | None:
         """End the run; returns the last piece of text to show, if any."""
         if self.finish_reason is not None:
@@ -170,7 +177,8 @@ class Run:
 
     def stats(self) -> dict:
         now = time.perf_counter()
-        work = self.context.counters.since(self._counters0)
+        work = self.context.counters.since(self._counters0).to_dict()
+        work["decode_seconds"] = work.pop("seconds")  # time inside llama_decode
         t_prompt = getattr(self, "_t_prompt", now)
         gen_s = max(now - t_prompt, 1e-9)
         n = len(self.tokens)
@@ -184,7 +192,7 @@ class Run:
             "prompt_seconds": round(t_prompt - self._t0, 6),
             "tokens_per_second": round(n / gen_s, 3) if n else 0.0,
             "decode_tokens_per_second": round(decode_rate, 3),
-            **work.to_dict(),
+            **work,
             **self.extra_stats,
             **({"notes": list(self.notes)} if self.notes else {}),
         }

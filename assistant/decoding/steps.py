@@ -19,9 +19,7 @@ def token_by_token(run: Run, choose: Callable[[np.ndarray], int]) -> Iterator[Ev
     logits = run.start()
     while logits is not None:
         token = choose(run.constrain(logits))
-        event = run.accept(token)
-        if event is not None:
-            yield event
+        yield from run.take(token)
         if run.finished:
             break
         logits = run.step(token)
