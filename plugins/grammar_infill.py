@@ -7,7 +7,8 @@ other languages: tree-sitter) and the middle is non-empty. A token that would en
 where the file does not parse (end of generation, or the newline that closes a single-line
 hole) is rejected and the next best token taken from the same logits (sample-then-check
 rejection as in the CFG-infilling paper, no extra forward pass). If an attempt ends without a
-valid middle, further attempts sample (seeded); when all fail, finish_reason is
+valid middle, further attempts sample (seeded) with grammar-aligned ASAp reweighting, which
+steers them away from prefixes earlier attempts showed to end invalid; when all fail, finish_reason is
 "no_valid_infill" and the text is empty rather than broken code. The middle never repeats the
 suffix (the suffix guard trims it and a repeated suffix does not parse).
 """
@@ -21,6 +22,43 @@ import numpy as np
 from assistant import hookimpl
 from assistant.decoding import Run, Strategy, option
 from assistant.errors import PluginError
+
+
+class AsapNode:
+    """A prefix in the trie of attempts (grammar-aligned sampling, ASAp, arXiv 2405.21047).
+
+    `p` is the model's probability (temperature 1) of the token leading here; `efg` the
+    estimated expected future grammaticality, 1 until an attempt through this prefix fails.
+    Sampling multiplies each child's probability by its efg, so later attempts move away from
+    prefixes that ended in invalid files, approaching the distribution conditioned on validity."""
+
+    __slots__ = ("children", "efg", "p")
+
+    def __init__(self, p: float | None):
+        self.p = p
+        self.efg = 1.0
+        self.children: dict[int, AsapNode] = {}
+
+    def child(self, token: int, p: float | None) -> AsapNode:
+        node = self.children.get(token)
+        if node is None:
+            node = self.children[token] = AsapNode(p)
+        elif node.p is None:
+            node.p = p
+        return node
+
+    def reweight(self, x: np.ndarray) -> None:
+        for token, child in self.children.items():
+            x[token] += np.log(max(child.efg, 1e-12))
+
+    @staticmethod
+    def failed(path: list[AsapNode]) -> None:
+        """The attempt along `path` gave no valid file: its leaf is worth 0; update ancestors."""
+        path[-1].efg = 0.0
+        for node in reversed(path[:-1]):
+            known = [c for c in node.children.values() if c.p is not None]
+            seen = sum(c.p for c in known)
+            node.efg = sum(c.p * c.efg for c in known) + max(0.0, 1.0 - seen)
 
 
 @dataclass
@@ -47,15 +85,22 @@ class GrammarInfill(Strategy):
             raise PluginError("grammar-infill needs an infill request (a prefix and a suffix)")
         ops = run.ops
         rejections = 0
+        trie = AsapNode(1.0)  # shared by all attempts: what earlier attempts learned
+        seed = run.request.sampling.seed
+        rng = np.random.default_rng(0 if seed is None else seed)  # same file, same answer
         for attempt in range(o.attempts):
             if attempt:
                 run.restart()
+            node, path = trie, [trie]
             logits = run.start()
             while logits is not None:
                 x = run.constrain(logits)
+                raw_logp = None
                 if attempt:
-                    x = ops.apply_temperature(x, o.temperature)
-                token = ops.argmax(x) if attempt == 0 else ops.sample(x, run.rng)
+                    raw_logp = np.asarray(ops.to_numpy(ops.log_softmax(x)))
+                    x = np.array(ops.to_numpy(ops.apply_temperature(x, o.temperature)), copy=True)
+                    node.reweight(x)  # ASAp: discount continuations known to lead to invalid files
+                token = ops.argmax(x) if attempt == 0 else ops.sample(x, rng)
                 tries = 0
                 while tries < o.max_rejections and self._invalid_stop(run, guard, token):
                     x = np.array(ops.to_numpy(x), copy=True)
@@ -63,14 +108,18 @@ class GrammarInfill(Strategy):
                     tries += 1
                     if not np.isfinite(x).any():
                         break
-                    token = ops.argmax(x) if attempt == 0 else ops.sample(x, run.rng)
+                    token = ops.argmax(x) if attempt == 0 else ops.sample(x, rng)
                 rejections += tries
+                p = float(np.exp(raw_logp[token])) if raw_logp is not None else None
+                node = node.child(token, p)
+                path.append(node)
                 yield from run.take(token)  # the syntax guard holds all text until a valid stop
                 if run.finished:
                     break
                 logits = run.step(token)
             if run.finish_reason != "no_valid_infill":
                 break
+            AsapNode.failed(path)
         run.extra_stats.update(attempts=attempt + 1, eos_rejections=rejections, syntax_checks=guard.checks)
         yield run.done()
 

@@ -34,7 +34,9 @@ def test_grammar_infill_is_valid_on_tricky_suffixes(gemma_service, case):
         assert done.text == ""  # it says so instead of returning broken code
     else:
         assert done.text.strip() and parses(prefix + done.text + suffix), (case, done.text)
-        assert not done.text.rstrip().endswith(suffix.strip().split("\n")[0]), done.text  # no repeated suffix
+        next_line = suffix.strip().split("\n")[0].strip()
+        if len(next_line) >= 3:  # the middle does not write the suffix's next line again
+            assert not done.text.rstrip().endswith(next_line), done.text
 
 
 def test_syntax_guard_unit():
