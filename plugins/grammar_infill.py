@@ -7,8 +7,10 @@ other languages: tree-sitter) and the middle is non-empty. A token that would en
 where the file does not parse (end of generation, or the newline that closes a single-line
 hole) is rejected and the next best token taken from the same logits (sample-then-check
 rejection as in the CFG-infilling paper, no extra forward pass). If an attempt ends without a
-valid middle, further attempts sample (seeded) with grammar-aligned ASAp reweighting, which
-steers them away from prefixes earlier attempts showed to end invalid; when all fail, finish_reason is
+valid middle, the second attempt stays greedy but lets invalid line ends through (the middle goes
+on over several lines, e.g. a body under an `if ...:`), and further attempts sample (seeded)
+with grammar-aligned ASAp reweighting, which steers them away from prefixes earlier attempts
+showed to end invalid; when all fail, finish_reason is
 "no_valid_infill" and the text is empty rather than broken code. The middle never repeats the
 suffix (the suffix guard trims it and a repeated suffix does not parse).
 """
@@ -63,9 +65,10 @@ class AsapNode:
 
 @dataclass
 class GrammarInfillOptions:
-    attempts: int = option(3, "tries before giving up; the first is greedy, the others sample")
+    attempts: int = option(3, "tries: greedy resampling line ends, greedy over several lines, then sampled (ASAp)")
     temperature: float = option(0.7, "temperature of the sampled retries")
     max_rejections: int = option(100, "end-of-generation rejections per step before giving up the attempt")
+    line_rejections: int = option(3, "alternatives tried at an invalid line end before the middle goes on a new line")
 
     def __post_init__(self):
         if self.attempts < 1 or self.temperature <= 0 or self.max_rejections < 1:
@@ -92,23 +95,31 @@ class GrammarInfill(Strategy):
             if attempt:
                 run.restart()
             node, path = trie, [trie]
+            sampled = attempt >= 2
+            line_rejections = 0 if attempt == 1 else o.line_rejections
             logits = run.start()
             while logits is not None:
                 x = run.constrain(logits)
                 raw_logp = None
-                if attempt:
+                if sampled:
                     raw_logp = np.asarray(ops.to_numpy(ops.log_softmax(x)))
                     x = np.array(ops.to_numpy(ops.apply_temperature(x, o.temperature)), copy=True)
                     node.reweight(x)  # ASAp: discount continuations known to lead to invalid files
-                token = ops.argmax(x) if attempt == 0 else ops.sample(x, rng)
-                tries = 0
-                while tries < o.max_rejections and self._invalid_stop(run, guard, token):
+                token = ops.sample(x, rng) if sampled else ops.argmax(x)
+                tries, first_line_end = 0, None
+                while (verdict := self._invalid_stop(run, guard, token)) is not None:
+                    if verdict == "line" and first_line_end is None:
+                        first_line_end = token
+                    if tries >= (o.max_rejections if verdict == "eog" else line_rejections):
+                        if verdict == "line":  # let the line end; the middle goes on below it
+                            token = first_line_end
+                        break
                     x = np.array(ops.to_numpy(x), copy=True)
                     x[token] = -np.inf  # reject the invalid stop and resample from the same logits
                     tries += 1
                     if not np.isfinite(x).any():
                         break
-                    token = ops.argmax(x) if attempt == 0 else ops.sample(x, rng)
+                    token = ops.sample(x, rng) if sampled else ops.argmax(x)
                 rejections += tries
                 p = float(np.exp(raw_logp[token])) if raw_logp is not None else None
                 node = node.child(token, p)
@@ -124,20 +135,23 @@ class GrammarInfill(Strategy):
         yield run.done()
 
     @staticmethod
-    def _invalid_stop(run: Run, guard, token: int) -> bool:
-        """Would this token end the middle (end of generation, or completing a stop string such
-        as the newline of a single-line hole) at a point where the file does not parse?"""
+    def _invalid_stop(run: Run, guard, token: int) -> str | None:
+        """ "eog" / "line" when this token would end the middle (end of generation, or a stop string
+        such as the newline closing a single-line hole) where the file does not parse; else None.
+        End of generation is rejected up to max_rejections times; a line end line_rejections
+        times, after which the line ends anyway and the middle continues on the next line (the
+        stop string is then skipped, see StopRules)."""
         if run.model.is_eog(token):
-            return not guard.would_accept_end(run.text)
+            return None if guard.would_accept_end(run.text) else "eog"
         stops = run.request.stop
         if not stops:
-            return False
+            return None
         text = run.text + run.model.piece(token).decode("utf-8", "ignore")
         for stop in stops:
             i = text.find(stop, max(0, len(run.text) - len(stop) + 1))
             if i >= 0:
-                return not guard.valid(text[:i])
-        return False
+                return None if guard.valid(text[:i]) else "line"
+        return None
 
 
 @hookimpl

@@ -169,7 +169,7 @@ def test_bench_strategies_json(smol_path):
         "--tokens",
         "4",
         "--json",
-        env={"ASSISTANT_PLUGINS": "greedy,sample,adadec,speculative,top_h,contrastive"},
+        env={"ASSISTANT_PLUGINS": "greedy,sample,adadec,speculative,top_h,contrastive,grammar_infill"},
     )
     assert res.returncode == 0, res.stderr
     obj = json.loads(res.stdout)
@@ -177,5 +177,6 @@ def test_bench_strategies_json(smol_path):
     for name in ("sample", "adadec", "speculative", "top-h", "contrastive"):
         assert obj[name]["time_vs_greedy"] > 0 and obj[name]["forward_passes"] > 0
     assert obj["speculative_repetitive"]["speedup"] > 0
+    assert obj["grammar-infill_infill"]["time_vs_greedy_infill"] > 0
     grammar = obj["grammar"]
     assert grammar["tokens"] > 0 and grammar["mask_apply_ms"] > 0 and grammar["overhead_vs_step"] > 0

@@ -54,12 +54,17 @@ def run_strategies_bench(
     service: Service, *, n_tokens: int = 48, progress: Callable[[str], None] | None = None
 ) -> dict:
     note = progress or (lambda _m: None)
-    names = list(service.registry.strategies())
+    strategies = service.registry.strategies()
+    infill_only = [n for n, cls in strategies.items() if getattr(cls, "needs_syntax_guard", False)]
+    names = [n for n in strategies if n not in infill_only]
     results: dict[str, dict] = {}
-    # warm-up: page the model in, build the superposed n-gram store, so no row pays set-up costs
+    # warm-up: page the model in, build the superposed n-gram store, time speculative's decode
+    # costs, so no row pays one-time set-up
     _run(service, PROMPTS[0], "greedy", 4)
     if "superposed" in names:
         _run(service, PROMPTS[0], "superposed", 2)
+    if "speculative" in names:  # measures its decode-cost curve once per context
+        _run(service, PROMPTS[0], "speculative", 2)
     for name in ["greedy"] + [s for s in names if s != "greedy"]:
         note(f"strategy {name}")
         runs = [_run(service, p, name, n_tokens) for p in PROMPTS]
@@ -92,10 +97,36 @@ def run_strategies_bench(
             "forward_passes": s["stats"]["forward_passes"],
             "greedy_forward_passes": g["stats"]["forward_passes"],
         }
+    for name in infill_only:
+        note(f"{name} vs greedy on infill")
+        extra[f"{name}_infill"] = _infill_row(service, name, n_tokens)
     note("constraint mask overhead")
     extra["grammar"] = _mask_overhead(service, n_tokens)
     results.update(extra)
     return results
+
+
+INFILL_CASES = [
+    ("def mean(xs):\n    total = 0\n    for x in xs:\n        ", "\n    return total / len(xs)\n"),
+    ("def is_even(n):\n    return ", "\n\n\nprint(is_even(4))\n"),
+]
+
+
+def _infill_row(service: Service, name: str, n_tokens: int) -> dict:
+    """An infill-only strategy against greedy on the same infill requests (stop at newline)."""
+    times = {}
+    for strategy in ("greedy", name):
+        t0 = time.perf_counter()
+        for prefix, suffix in INFILL_CASES:
+            req = Request(prompt=prefix, suffix=suffix, max_tokens=n_tokens, strategy=strategy, stop=["\n"])
+            for _ in service.generate(req):
+                pass
+        times[strategy] = time.perf_counter() - t0
+    return {
+        "greedy_seconds": round(times["greedy"], 4),
+        "seconds": round(times[name], 4),
+        "time_vs_greedy_infill": round(times[name] / times["greedy"], 4),
+    }
 
 
 class _Timed:
