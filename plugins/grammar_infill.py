@@ -68,6 +68,7 @@ class GrammarInfillOptions:
     attempts: int = option(3, "tries: greedy resampling line ends, greedy over several lines, then sampled (ASAp)")
     temperature: float = option(0.7, "temperature of the sampled retries")
     max_rejections: int = option(100, "end-of-generation rejections per step before giving up the attempt")
+    rejection_budget: int = option(16, "tokens an attempt may write after refusing a line end before it gives up")
     line_rejections: int = option(3, "alternatives tried at an invalid line end before the middle goes on a new line")
 
     def __post_init__(self):
@@ -97,6 +98,7 @@ class GrammarInfill(Strategy):
             node, path = trie, [trie]
             sampled = attempt >= 2
             line_rejections = 0 if attempt == 1 else o.line_rejections
+            first_rejection = None  # token count when a line end was first refused
             logits = run.start()
             while logits is not None:
                 x = run.constrain(logits)
@@ -121,11 +123,16 @@ class GrammarInfill(Strategy):
                         break
                     token = ops.sample(x, rng) if sampled else ops.argmax(x)
                 rejections += tries
+                if tries and first_rejection is None and first_line_end is not None:
+                    first_rejection = len(run.tokens)
                 p = float(np.exp(raw_logp[token])) if raw_logp is not None else None
                 node = node.child(token, p)
                 path.append(node)
                 yield from run.take(token)  # the syntax guard holds all text until a valid stop
                 if run.finished:
+                    break
+                if first_rejection is not None and len(run.tokens) - first_rejection > o.rejection_budget:
+                    yield from _as_events(run.finish("length"))  # this line leads nowhere: next attempt
                     break
                 logits = run.step(token)
             if run.finish_reason != "no_valid_infill":
@@ -152,6 +159,10 @@ class GrammarInfill(Strategy):
             if i >= 0:
                 return None if guard.valid(text[:i]) else "line"
         return None
+
+
+def _as_events(event):
+    return [event] if event is not None else []
 
 
 @hookimpl

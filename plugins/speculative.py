@@ -36,6 +36,7 @@ class SpeculativeOptions:
     min_ngram: int = option(1, "shortest n-gram used as lookup key")
     max_draft: int = option(16, "longest draft")
     tie_margin: float = option(0.1, "a verified top-2 logit gap below this is re-decoded singly (exactness)")
+    free_batch: bool = option(False, "assume extra batch tokens cost nothing (as on a GPU) instead of measuring")
     prior_acceptance: float = option(0.6, "acceptance assumed for 1-gram matches before any check (longer: higher)")
 
     def __post_init__(self):
@@ -162,7 +163,8 @@ class Speculative(Strategy):
         logits = run.start()
         if logits is not None:
             logits = np.array(logits)  # measuring costs decodes: keep the prompt's logits
-            policy = DraftPolicy(o.max_ngram, o.prior_acceptance, o.max_draft, decode_costs(ctx, run.seq))
+            costs = {1: 1.0, 2: 1.0} if o.free_batch else decode_costs(ctx, run.seq)
+            policy = DraftPolicy(o.max_ngram, o.prior_acceptance, o.max_draft, costs)
         while logits is not None:
             token = ops.argmax(run.constrain(logits))
             yield from run.take(token)
