@@ -20,6 +20,7 @@ import numpy as np
 from assistant import hookimpl
 from assistant.decoding import Pause, Run, Strategy, option
 from assistant.decoding.lookahead import greedy_rollouts
+from assistant.decoding.steps import top_candidates
 
 DEFAULT_THRESHOLD = 1.0  # nats; the published thresholds for 1-8B code models lie in 0.6-1.3
 
@@ -78,11 +79,9 @@ class AdaDec(Strategy):
                 logits = run.step(token)
                 continue
             # pause: rerank the top-k candidates by a batched greedy lookahead
-            values, ids = ops.top_k(x, o.k)
-            lse = ops.logsumexp(x)
-            cands = [int(i) for i, v in zip(ops.to_numpy(ids), ops.to_numpy(values), strict=True) if np.isfinite(v)]
+            cands, logprobs = top_candidates(ops, x, o.k)
             c0 = run.context.counters.copy()
-            branches, forks = greedy_rollouts(run, cands, [float(x[c]) - lse for c in cands], o.lookahead)
+            branches, forks = greedy_rollouts(run, cands, [float(lp) for lp in logprobs], o.lookahead)
             try:
                 scores = [o.lam * b.score_sum / (len(b.tokens) + 1) for b in branches]
                 best = int(np.argmax(scores))

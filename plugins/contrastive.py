@@ -18,6 +18,7 @@ import numpy as np
 
 from assistant import hookimpl
 from assistant.decoding import Run, Strategy, option
+from assistant.decoding.steps import top_candidates
 from assistant.errors import Cancelled, ContextOverflow
 
 
@@ -63,9 +64,8 @@ class Contrastive(Strategy):
         logits = rows[-1]
         while True:
             x = run.constrain(logits)
-            values, ids = ops.top_k(x, o.k)
-            cands = [int(i) for i, v in zip(ops.to_numpy(ids), ops.to_numpy(values), strict=True) if np.isfinite(v)]
-            probs = np.exp(np.asarray([float(x[c]) for c in cands]) - ops.logsumexp(x))
+            cands, logprobs = top_candidates(ops, x, o.k)
+            probs = np.exp(logprobs)
             forks = [seq.fork() for _ in cands]
             try:
                 try:
