@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import data_dir
+from .engine import common_prefix
 from .errors import UserError
 
 STORE = "adadec_thresholds.json"
@@ -89,10 +90,7 @@ def teacher_force(model, context, problems: list[dict]) -> Iterator[tuple[np.nda
         prompt = model.bos_tokens() + model.tokenize(prob["prompt"])
         full = model.bos_tokens() + model.tokenize(prob["prompt"] + prob["canonical_solution"])
         # tokenize the concatenation and take the part after the common prefix (§1.2 pitfall)
-        start = 0
-        while start < min(len(prompt), len(full)) and prompt[start] == full[start]:
-            start += 1
-        start = max(start, 1)
+        start = max(common_prefix(prompt, full), 1)
         if start >= len(full) or len(full) > context.n_ctx:
             continue
         seq = context.new_sequence()

@@ -1,6 +1,6 @@
 """The engine: the only package that imports llama_cpp."""
 
-from .context import Context, Sequence, default_threads
+from .context import Context, Sequence, common_prefix, default_threads
 from .counters import Counters
 from .gguf_file import GGUFInfo, check_gguf_path, read_info
 from .model import FimTokens, Model
@@ -13,6 +13,7 @@ __all__ = [
     "Model",
     "Sequence",
     "check_gguf_path",
+    "common_prefix",
     "default_threads",
     "read_info",
 ]

@@ -33,6 +33,14 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def common_prefix(a: Seq[int], b: Seq[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n, limit = 0, min(len(a), len(b))
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
+
+
 class Sequence:
     """One sequence of the KV cache: its id and the tokens its cells hold."""
 
@@ -60,10 +68,7 @@ class Sequence:
     def adopt(self, other: Sequence) -> None:
         """Hold exactly `other`'s tokens: cells past the common prefix are dropped and
         `other`'s are shared in (metadata only with kv_unified). `other` is unchanged."""
-        common = 0
-        limit = min(len(self.tokens), len(other.tokens))
-        while common < limit and self.tokens[common] == other.tokens[common]:
-            common += 1
+        common = common_prefix(self.tokens, other.tokens)
         mem = self.ctx._mem
         llama_cpp.llama_memory_seq_rm(mem, self.id, common, -1)
         if len(other.tokens) > common:
@@ -362,12 +367,8 @@ class Context:
                 f"prompt is {len(tokens)} tokens but the context holds {self.n_ctx}; raise --n-ctx "
                 "or shorten the prompt"
             )
-        common = 0
-        held = seq.tokens
-        limit = min(len(held), len(tokens))
-        while common < limit and held[common] == tokens[common]:
-            common += 1
-        common = min(common, len(tokens) - 1)  # the last token is re-evaluated for its logits
+        # keep the longest cached prefix, but re-evaluate the last token for its logits
+        common = min(common_prefix(seq.tokens, tokens), len(tokens) - 1)
         seq.truncate(common)
         self.counters.tokens_reused += common
         rest = tokens[common:]
