@@ -59,15 +59,9 @@ def _constraint(service, grammar: Path | None, regex: str | None, schema: Path |
     model = service.model(role)
     if kind == "regex":
         return factories[kind](value, model, origin="--regex")
-    from .constraints import ConstraintError
+    from .constraints import read_source
 
-    try:
-        source = Path(value).expanduser().read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConstraintError(f"{kind} file not found: {value}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConstraintError(f"cannot read {kind} file {value}: {exc}") from None
-    return factories[kind](source, model, origin=str(value))
+    return factories[kind](read_source(kind, value), model, origin=str(value))
 
 
 def _settings(role: str, model: Path | None = None, **flags: Any) -> Settings:

@@ -44,10 +44,6 @@ class GrammarConstraint:
     def fork(self) -> GrammarConstraint:
         return GrammarConstraint(self.matcher.deep_copy(), self.n_vocab, self.description)
 
-    @property
-    def accepting(self) -> bool:
-        return bool(self.matcher.is_accepting())
-
 
 def grammar_text(kind: str, source: str) -> str:
     """An llguidance grammar from a Lark grammar, a regex, or a JSON schema (text)."""
@@ -84,12 +80,12 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
     return GrammarConstraint(matcher, model.n_vocab, f"{kind}{where}")
 
 
-def from_file(kind: str, path: str | Path, model) -> GrammarConstraint:
+def read_source(kind: str, path: str | Path) -> str:
+    """The text of a grammar or schema file, with a clear error when it cannot be read."""
     p = Path(path).expanduser()
     try:
-        source = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConstraintError(f"{kind} file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConstraintError(f"cannot read {kind} file {p}: {exc}") from None
-    return build(kind, source, model, origin=str(p))
