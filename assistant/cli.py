@@ -257,11 +257,8 @@ def complete(
         language=language_of(file),
         filename=file.name,
     )
-    done = None
     constraint = _constraint(service, grammar, regex, json_schema)
-    for event in service.generate(request, constraint=constraint, progress=_WorkProgress(enabled=not as_json)):
-        if type(event).__name__ == "Done":
-            done = event
+    done = service.run(request, constraint=constraint, progress=_WorkProgress(enabled=not as_json))
     if as_json:
         _emit_json(
             {

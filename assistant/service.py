@@ -10,7 +10,7 @@ from pathlib import Path
 from . import bundled, ops
 from .config import Settings
 from .context import build_prompt
-from .decoding import Constraint, Event, Request, Run
+from .decoding import Constraint, Done, Event, Request, Run
 from .engine import Context, Model, check_gguf_path
 from .registry import Registry, get_registry
 
@@ -112,6 +112,14 @@ class Service:
                     event.stats.setdefault("prompt_truncated", prompt.truncated)
                     event.stats.setdefault("prompt_mode", prompt.mode)
                 yield event
+
+    def run(self, request: Request, **kwargs) -> Done:
+        """Run a request to the end and return its `Done` (for callers that do not stream)."""
+        done = None
+        for event in self.generate(request, **kwargs):
+            if isinstance(event, Done):
+                done = event
+        return done
 
     def ops_for(self, model: Model):
         """The logits-kernel backend for a model (torch when it runs on a GPU and torch exists)."""

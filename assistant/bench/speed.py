@@ -81,9 +81,7 @@ def run_speed(
 
 def _engine_greedy(service: Service, n_tokens: int) -> dict:
     request = Request(prompt=BENCH_PROMPT, max_tokens=n_tokens, strategy="greedy", ignore_eos=True)
-    done = None
-    for event in service.generate(request):
-        done = event
+    done = service.run(request)
     return {"tok_s": done.stats["decode_tokens_per_second"], "tokens": done.tokens}
 
 

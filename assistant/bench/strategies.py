@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..decoding import Done, Request, Sampling
+from ..decoding import Request, Sampling
 from ..service import Service
 
 PROMPTS = [
@@ -43,10 +43,7 @@ def _run(service: Service, prompt: str, strategy: str, n: int, options=None, see
         sampling=Sampling(seed=seed),
     )
     t0 = time.perf_counter()
-    final = None
-    for event in service.generate(req, constraint=constraint):
-        if isinstance(event, Done):
-            final = event
+    final = service.run(req, constraint=constraint)
     return {"seconds": time.perf_counter() - t0, "tokens": len(final.tokens), "stats": final.stats}
 
 
@@ -119,8 +116,7 @@ def _infill_row(service: Service, name: str, n_tokens: int) -> dict:
         t0 = time.perf_counter()
         for prefix, suffix in INFILL_CASES:
             req = Request(prompt=prefix, suffix=suffix, max_tokens=n_tokens, strategy=strategy, stop=["\n"])
-            for _ in service.generate(req):
-                pass
+            service.run(req)
         times[strategy] = time.perf_counter() - t0
     return {
         "greedy_seconds": round(times["greedy"], 4),
@@ -163,10 +159,7 @@ def _mask_overhead(service: Service, n_tokens: int) -> dict:
     constraint = build("lark", grammars.path("json.lark").read_text(), model)
     clock = {"allowed": 0.0, "advance": 0.0, "masks": []}
     req = Request(prompt="Settings as JSON: ", max_tokens=n_tokens, strategy="greedy")
-    final = None
-    for event in service.generate(req, constraint=_Timed(constraint, clock)):
-        if isinstance(event, Done):
-            final = event
+    final = service.run(req, constraint=_Timed(constraint, clock))
     steps = max(1, len(clock["masks"]))
     logits = np.random.default_rng(0).standard_normal(model.n_vocab).astype(np.float32)
     ops = service.ops_for(model)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..calibration import file_sha256, humaneval_problems
 from ..config import data_dir
-from ..decoding import Done, Request, Sampling
+from ..decoding import Request, Sampling
 from ..sandbox import run_python
 
 
@@ -97,10 +97,7 @@ def _solve(service, prob: dict, strategy: str, options: dict, seed, max_tokens: 
         sampling=Sampling(seed=seed),
     )
     t0 = time.perf_counter()
-    final = None
-    for event in service.generate(request):
-        if isinstance(event, Done):
-            final = event
+    final = service.run(request)
     gen_s = time.perf_counter() - t0
     result = run_python(program(prob, final.text), timeout=timeout)
     record = {

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..calibration import humaneval_problems
 from ..context.syntax import parses
-from ..decoding import Done, Request
+from ..decoding import Request
 from ..errors import UserError
 from ..sandbox import run_python
 
@@ -108,10 +108,7 @@ def run_infill_eval(
             stop=["\n"] if single else [],
         )
         t0 = time.perf_counter()
-        final = None
-        for event in service.generate(req):
-            if isinstance(event, Done):
-                final = event
+        final = service.run(req)
         seconds = time.perf_counter() - t0
         middle = final.text
         valid = parses(case["prefix"] + middle + case["suffix"], language)
