@@ -48,10 +48,9 @@ def greedy_rollouts(run: Run, candidates: list[int], logprobs: list[float], leng
             b.finished = model.is_eog(c)
             b.text = model.piece(c).decode("utf-8", "replace")
         for step in range(length):
-            live = {f: toks for f, toks in feed.items()}
-            if not live:
+            if not feed:
                 break
-            out = ctx.decode(live)
+            out = ctx.decode(feed)
             feed = {}
             for i, f in enumerate(forks):
                 b = branches[i]

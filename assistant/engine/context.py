@@ -270,13 +270,15 @@ class Context:
             for i, e in enumerate(chunk):
                 ids[i][0] = e[0].id
             self._batch.n_tokens = n
-            self._run_decode(n, [seq for seq in work])
+            self._run_decode(n, list(work))
             final = c_i == n_chunks - 1
+            table = all_logits and n_chunks == 1  # rows are returned as one 2-D view below
             for i, (seq, tok, _pos, want) in enumerate(chunk):
                 done_tokens[seq].append(tok)
                 if want:
-                    view = self.logits(i)
-                    results[seq].append(view if final else view.copy())
+                    if not table:
+                        view = self.logits(i)
+                        results[seq].append(view if final else view.copy())
                     if final:
                         self._last_out[seq.id] = i
             for seq in work:  # commit tokens as soon as their cells exist
