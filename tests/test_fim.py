@@ -20,6 +20,11 @@ def tiny(tmp_path_factory):
     return {fam: Model(write_tiny_gguf(folder / f"{fam}.gguf", fam)) for fam in FAMILIES}
 
 
+def psm_body(m, pre, suf, mid, prefix="def x", suffix="return y"):
+    """BOS, then prefix-suffix-middle: the part every PSM layout ends with."""
+    return m.bos_tokens() + [pre] + m.tokenize(prefix) + [suf] + m.tokenize(suffix) + [mid]
+
+
 def ids(model, *texts):
     return [model.special_token(t) for t in texts]
 
@@ -51,12 +56,7 @@ def test_psm_layout_with_repo_context_qwen(tiny):
         + m.tokenize("a.py\nx = 1")
         + [sep]
         + m.tokenize("b.py\n")
-        + m.bos_tokens()
-        + [pre]
-        + m.tokenize("def x")
-        + [suf]
-        + m.tokenize("return y")
-        + [mid]
+        + psm_body(m, pre, suf, mid)
     )
     assert toks == expected
 
@@ -85,15 +85,7 @@ def test_psm_without_repo_tokens_uses_snippet_separator(tiny, family, tokens):
     m = tiny[family]
     toks = build_prompt(m, Request(prompt="def x", suffix="return y", extra=[ContextChunk("z = 2")]), 256).tokens
     pre, suf, mid = ids(m, *tokens)
-    assert toks == (
-        m.tokenize("z = 2\n\n--- snippet ---\n\n")
-        + m.bos_tokens()
-        + [pre]
-        + m.tokenize("def x")
-        + [suf]
-        + m.tokenize("return y")
-        + [mid]
-    )
+    assert toks == (m.tokenize("z = 2\n\n--- snippet ---\n\n") + psm_body(m, pre, suf, mid))
 
 
 def test_long_infill_is_truncated_not_crashed(tiny):
