@@ -62,10 +62,6 @@ def _parser(language: str):
         return None
 
 
-def supported(language: str | None) -> bool:
-    return language == "python" or (language is not None and _parser(language) is not None)
-
-
 def parses(source: str, language: str | None = "python") -> bool:
     """True when `source` is syntactically valid `language`."""
     language = language or "python"
@@ -122,15 +118,20 @@ class SyntaxGuard:
                 return True, cut
             pos = text.find("\n", self._checked)
         if final:
-            end = self.inner.check(text, True)[1] if self.inner is not None else len(text)
-            for candidate in (text[:end], text[:end].rstrip("\n"), text):
-                if self.valid(candidate):
-                    return True, len(candidate)
-            self.failed = True
-            return True, 0
+            cut = self._end_cut(text)
+            self.failed = cut is None
+            return True, cut or 0
         return False, 0  # hold everything back until a valid stop is found
 
     def would_accept_end(self, text: str) -> bool:
         """Would ending generation now give a valid file? (used to reject an early EOS)"""
+        return self._end_cut(text) is not None
+
+    def _end_cut(self, text: str) -> int | None:
+        """Where the middle ends if generation ends now: the suffix guard's trim, the same
+        without trailing newlines, or all of it; None when none of these parses."""
         end = self.inner.check(text, True)[1] if self.inner is not None else len(text)
-        return self.valid(text[:end]) or self.valid(text)
+        for candidate in (text[:end], text[:end].rstrip("\n"), text):
+            if self.valid(candidate):
+                return len(candidate)
+        return None
