@@ -389,6 +389,7 @@ def bench_speed(
 def bench_strategies(
     model: ModelOpt = None,
     tokens: Annotated[int, typer.Option("--tokens", help="Tokens per prompt and strategy.")] = 48,
+    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds; each row keeps its fastest.")] = 3,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
@@ -398,10 +399,12 @@ def bench_strategies(
 
     if tokens < 2:
         raise UserError("--tokens must be >= 2")
+    if rounds < 1:
+        raise UserError("--rounds must be >= 1")
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
     service = _service(settings, quiet=as_json)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
-    result = run_strategies_bench(service, n_tokens=tokens, progress=note)
+    result = run_strategies_bench(service, n_tokens=tokens, rounds=rounds, progress=note)
     if as_json:
         _emit_json(result)
         return

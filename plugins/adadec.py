@@ -3,7 +3,9 @@
 Greedy while the model is confident. Where the next-token entropy (nats, untempered) reaches
 the model's threshold, pause: take the top-k candidates, roll each out greedily for L tokens
 (all branches forked and decoded together, one batch per lookahead step), and keep the
-candidate with the best length-normalised log-probability.
+candidate with the best length-normalised log-probability. Mode 'line' is the reference's
+AdaDynL: a branch's lookahead also ends where its line ends (at most L tokens), which is
+cheaper where pauses fall near the end of a line.
 
 Beyond the reference: the winner's lookahead tokens are exactly what greedy decoding would
 produce next, so they are accepted straight from the lookahead (while each step stays below
@@ -29,13 +31,18 @@ DEFAULT_THRESHOLD = 1.0  # nats; the published thresholds for 1-8B code models l
 class AdaDecOptions:
     threshold: str = option("auto", "entropy threshold in nats, or 'auto' (learned by `assistant calibrate`)")
     k: int = option(3, "candidates reranked at a pause (lookahead_beam_size)")
-    lookahead: int = option(5, "greedy lookahead length L")
+    lookahead: int = option(5, "greedy lookahead length L (the most, in mode 'line')")
+    mode: str = option(
+        "fixed", "'fixed': always L tokens (AdaFixL); 'line': stop a branch at the end of its line (AdaDynL)"
+    )
     lam: float = option(1.0, "score weight lambda")
     reuse_lookahead: bool = option(True, "accept the winner's confident lookahead tokens without re-decoding")
 
     def __post_init__(self):
         if self.k < 1 or self.lookahead < 1:
             raise ValueError("k and lookahead must be >= 1")
+        if self.mode not in ("fixed", "line"):
+            raise ValueError(f"mode must be 'fixed' or 'line', got {self.mode!r}")
         if str(self.threshold) != "auto":
             try:
                 float(self.threshold)
@@ -70,7 +77,7 @@ class AdaDec(Strategy):
         logits = run.start()
         while logits is not None:
             x = run.constrain(logits)
-            entropy = ops.entropy(x)
+            lse, entropy = ops.logsumexp_entropy(x)
             if entropy < tau:
                 token = ops.argmax(x)
                 yield from run.take(token)
@@ -79,9 +86,11 @@ class AdaDec(Strategy):
                 logits = run.step(token)
                 continue
             # pause: rerank the top-k candidates by a batched greedy lookahead
-            cands, logprobs = top_candidates(ops, x, o.k)
+            cands, logprobs = top_candidates(ops, x, o.k, lse)
             c0 = run.context.counters.copy()
-            branches, forks = greedy_rollouts(run, cands, [float(lp) for lp in logprobs], o.lookahead)
+            branches, forks = greedy_rollouts(
+                run, cands, [float(lp) for lp in logprobs], o.lookahead, stop_at_line_end=o.mode == "line"
+            )
             try:
                 scores = [o.lam * b.score_sum / (len(b.tokens) + 1) for b in branches]
                 best = int(np.argmax(scores))

@@ -19,8 +19,6 @@ the text repeats; on a GPU, where extra batch tokens are nearly free, it drafts 
 
 from __future__ import annotations
 
-import time
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,35 +75,14 @@ class NgramLookup:
         return self.hist[self.follow : self.follow + k]
 
 
-_COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24)
 
 
-def decode_costs(ctx, seq) -> dict[int, float]:
-    """Seconds to decode n tokens with logits on every one, for a few n: measured once per
-    context on a scratch fork (the curve is far from linear: on CPU the output layer of a large
-    vocabulary dominates extra rows, on a GPU extra rows are nearly free)."""
-    if ctx in _COSTS:
-        return _COSTS[ctx]
-    scratch = seq.fork()
-    base = len(scratch.tokens)
-    token = seq.tokens[-1] if seq.tokens else 0
-    costs = {}
-    try:
-        for n in _SIZES:
-            if base + n >= ctx.n_ctx:
-                break
-            best = float("inf")
-            for _ in range(2):
-                scratch.truncate(base)
-                t0 = time.perf_counter()
-                ctx.decode({scratch: [token] * n}, all_logits=True)
-                best = min(best, time.perf_counter() - t0)
-            costs[n] = best
-    finally:
-        scratch.release()
-    _COSTS[ctx] = costs
-    return costs
+def decode_costs(ctx) -> dict[int, float]:
+    """Seconds to decode n tokens with logits on every one, for a few n, as the engine
+    measured them (once per context; padding included). The curve is far from linear: on CPU
+    the output layer of a large vocabulary dominates extra rows, on a GPU they are nearly free."""
+    return {n: ctx.output_cost(n) for n in _SIZES if n < min(ctx.n_batch, ctx.n_ctx)}
 
 
 class DraftPolicy:
@@ -163,7 +140,7 @@ class Speculative(Strategy):
         logits = run.start()
         if logits is not None:
             logits = np.array(logits)  # measuring costs decodes: keep the prompt's logits
-            costs = {1: 1.0, 2: 1.0} if o.free_batch else decode_costs(ctx, run.seq)
+            costs = {1: 1.0, 2: 1.0} if o.free_batch else decode_costs(ctx)
             policy = DraftPolicy(o.max_ngram, o.prior_acceptance, o.max_draft, costs)
         while logits is not None:
             token = ops.argmax(run.constrain(logits))

@@ -55,6 +55,33 @@ def test_three_sequences_in_one_batch_match_single_decodes(smol, smol_ctx):
         assert int(np.argmax(out[seq])) == int(np.argmax(single))
 
 
+def test_padded_output_batch_gives_the_same_logits_and_leaves_no_cells(smol, smol_ctx):
+    """A batch of n output rows may get one scratch row (cheaper on some CPU kernels): the
+    real rows' logits must not change and the scratch cell must be gone afterwards."""
+    import llama_cpp
+
+    root = smol_ctx.new_sequence()
+    smol_ctx.prefill(root, smol.tokenize(PROMPT))
+    tokens = smol.tokenize(" a b c")[:3]
+    results = {}
+    for pad in (False, True):
+        smol_ctx.set_output_padding(3, pad)
+        forks = [root.fork() for _ in tokens]
+        c0 = smol_ctx.counters.copy()
+        out = smol_ctx.decode({f: [t] for f, t in zip(forks, tokens, strict=True)})
+        work = smol_ctx.counters.since(c0)
+        assert (work.forward_passes, work.padding_rows, work.tokens_evaluated) == (1, int(pad), 3 + pad)
+        results[pad] = [np.array(out[f]) for f in forks]
+        assert [len(f.tokens) for f in forks] == [len(root.tokens) + 1] * 3
+        for f in forks:
+            f.release()
+        assert llama_cpp.llama_memory_seq_pos_max(smol_ctx._mem, smol_ctx._scratch) == -1
+    for plain, padded in zip(results[False], results[True], strict=True):
+        np.testing.assert_allclose(padded, plain, atol=5e-2, rtol=0)
+        assert int(np.argmax(padded)) == int(np.argmax(plain))
+    root.release()
+
+
 def test_fork_and_truncate(smol, smol_ctx):
     root = smol_ctx.new_sequence()
     base = np.array(smol_ctx.prefill(root, smol.tokenize(PROMPT)))

@@ -21,6 +21,8 @@ def test_log_softmax_and_entropy():
     assert math.isclose(N.entropy(LOGITS), float(-(p * np.log(p)).sum()), rel_tol=1e-4)
     assert N.entropy(np.array([0.0, -np.inf, -np.inf], np.float32)) == 0.0
     assert math.isclose(N.entropy(np.zeros(4, np.float32)), math.log(4), rel_tol=1e-6)
+    lse, h = N.logsumexp_entropy(LOGITS)
+    assert math.isclose(lse, N.logsumexp(LOGITS), rel_tol=1e-6) and h == N.entropy(LOGITS)
 
 
 def test_top_k_top_p_min_p():
@@ -64,6 +66,8 @@ def test_torch_backend_agrees_with_numpy():
     close = lambda a, b: np.testing.assert_allclose(T.to_numpy(a), b, rtol=1e-5, atol=1e-5)  # noqa: E731
     close(T.log_softmax(LOGITS), N.log_softmax(LOGITS))
     assert math.isclose(T.entropy(LOGITS), N.entropy(LOGITS), rel_tol=1e-5)
+    for a, b in zip(T.logsumexp_entropy(LOGITS), N.logsumexp_entropy(LOGITS), strict=True):
+        assert math.isclose(a, b, rel_tol=1e-5)
     tv, ti = T.top_k(LOGITS, 9)
     nv, ni = N.top_k(LOGITS, 9)
     assert T.to_numpy(ti).tolist() == ni.tolist()

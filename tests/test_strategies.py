@@ -171,6 +171,8 @@ def test_bench_strategies_json(smol_path):
         str(smol_path),
         "--tokens",
         "4",
+        "--rounds",
+        "1",
         "--json",
         env={"ASSISTANT_PLUGINS": "greedy,sample,adadec,speculative,top_h,contrastive,grammar_infill"},
     )
@@ -180,6 +182,9 @@ def test_bench_strategies_json(smol_path):
     for name in ("sample", "adadec", "speculative", "top-h", "contrastive"):
         assert obj[name]["time_vs_greedy"] > 0 and obj[name]["forward_passes"] > 0
     assert obj["speculative_repetitive"]["speedup"] > 0
+    ada = obj["adadec_analysis"]
+    assert 0 <= ada["pause_rate"] <= 1 and ada["k_row_batch_vs_step"] > 0 and ada["floor_vs_greedy"] > 0
+    assert ada["line_mode_time_vs_greedy"] > 0 and ada["line_mode_pauses"] >= 0
     assert obj["grammar-infill_infill"]["time_vs_greedy_infill"] > 0
     grammar = obj["grammar"]
     assert grammar["tokens"] > 0 and grammar["mask_apply_ms"] > 0 and grammar["overhead_vs_step"] > 0

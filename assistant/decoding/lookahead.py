@@ -29,11 +29,21 @@ class Branch:
         return self.first_logprob + sum(self.logprobs)
 
 
-def greedy_rollouts(run: Run, candidates: list[int], logprobs: list[float], length: int, *, stop_unindented=True):
+def greedy_rollouts(
+    run: Run,
+    candidates: list[int],
+    logprobs: list[float],
+    length: int,
+    *,
+    stop_unindented: bool = True,
+    stop_at_line_end: bool = False,
+):
     """Fork the main sequence once per candidate and roll each out greedily for `length` tokens.
 
-    A branch finishes at an end-of-generation token or (for code) when its continuation starts
-    an unindented line. The forks are released before returning.
+    A branch finishes at an end-of-generation token, (for code) when its continuation starts
+    an unindented line, and with `stop_at_line_end` once its text ends a line (AdaDec's
+    dynamic-length lookahead). The forks are returned for the caller to adopt or release;
+    they are released here only on an error.
     """
     ctx, model, ops = run.context, run.model, run.ops
     forks = [run.seq.fork() for _ in candidates]
@@ -61,13 +71,18 @@ def greedy_rollouts(run: Run, candidates: list[int], logprobs: list[float], leng
                 # a copy either way: the engine's view dies with the next decode
                 logits = ops.masked(logits, allowed) if allowed is not None else np.array(logits, copy=True)
                 tok = ops.argmax(logits)
+                lse, entropy = ops.logsumexp_entropy(logits)
                 b.logits.append(logits)
-                b.entropies.append(ops.entropy(logits))
+                b.entropies.append(entropy)
                 if not b.finished:
                     b.tokens.append(tok)
-                    b.logprobs.append(float(logits[tok]) - ops.logsumexp(logits))
+                    b.logprobs.append(float(logits[tok]) - lse)
                     b.text += model.piece(tok).decode("utf-8", "replace")
-                    if model.is_eog(tok) or (stop_unindented and _unindented_line(b.text)):
+                    if (
+                        model.is_eog(tok)
+                        or (stop_unindented and _unindented_line(b.text))
+                        or (stop_at_line_end and b.text.endswith("\n"))
+                    ):
                         b.finished = True
                 if not b.finished and step < length - 1:
                     if constraints[i] is not None:

@@ -26,10 +26,10 @@ def token_by_token(run: Run, choose: Callable[[np.ndarray], int]) -> Iterator[Ev
     yield run.done()
 
 
-def top_candidates(ops, logits, k: int) -> tuple[list[int], np.ndarray]:
+def top_candidates(ops, logits, k: int, lse: float | None = None) -> tuple[list[int], np.ndarray]:
     """The k most likely tokens still allowed (finite logits), best first, and their
-    log-probabilities under softmax(logits)."""
+    log-probabilities under softmax(logits) (`lse`: its log-normaliser, when already known)."""
     values, ids = ops.top_k(logits, k)
     values, ids = np.asarray(ops.to_numpy(values), dtype=np.float64), ops.to_numpy(ids)
     keep = np.isfinite(values)
-    return [int(i) for i in ids[keep]], values[keep] - ops.logsumexp(logits)
+    return [int(i) for i in ids[keep]], values[keep] - (ops.logsumexp(logits) if lse is None else lse)

@@ -119,7 +119,7 @@ class Context:
         params.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX))
         params.n_batch = n_batch
         params.n_ubatch = n_batch
-        params.n_seq_max = n_seq_max
+        params.n_seq_max = n_seq_max + 1  # one more, private: the scratch sequence (padding, timing)
         params.n_threads = threads
         params.n_threads_batch = threads
         params.kv_unified = True
@@ -138,9 +138,12 @@ class Context:
         self.embeddings = embeddings
         self._mem = llama_cpp.llama_get_memory(self._ptr)
         self._free_ids = list(range(n_seq_max - 1, -1, -1))
+        self._scratch = n_seq_max  # never handed out; emptied after every use
+        self._raw_costs: dict[int, float] = {}  # output rows -> seconds of an unpadded decode
+        self._pad: dict[int, bool] = {}  # output rows -> whether one more row is cheaper
         self.counters = Counters()
         # one reusable token batch; numpy views over its arrays make filling it cheap
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq_max)
+        self._batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq_max + 1)
         self._tok = np.ctypeslib.as_array(self._batch.token, shape=(n_batch,))
         self._pos = np.ctypeslib.as_array(self._batch.pos, shape=(n_batch,))
         self._nseq = np.ctypeslib.as_array(self._batch.n_seq_id, shape=(n_batch,))
@@ -259,6 +262,7 @@ class Context:
         results: dict[Sequence, list[np.ndarray]] = {seq: [] for seq in work}
         done_tokens: dict[Sequence, list[int]] = {seq: [] for seq in work}
         n_chunks = (len(entries) + self.n_batch - 1) // self.n_batch
+        pad = n_chunks == 1 and all(e[3] for e in entries) and self._pads(len(entries))
         for c_i in range(n_chunks):
             chunk = entries[c_i * self.n_batch : (c_i + 1) * self.n_batch]
             n = len(chunk)
@@ -269,8 +273,19 @@ class Context:
             ids = self._seq_ids
             for i, e in enumerate(chunk):
                 ids[i][0] = e[0].id
-            self._batch.n_tokens = n
-            self._run_decode(n, list(work))
+            if pad:  # one scratch row after the real ones, so their indices are unchanged
+                self._fill_scratch(n, 1, chunk[-1][1])
+                self._batch.n_tokens = n + 1
+                try:
+                    self._run_decode(n, list(work), pad=1)
+                except ContextOverflow:  # no cell left for the scratch row: go without it
+                    self._batch.n_tokens = n
+                    self._run_decode(n, list(work))
+                finally:
+                    llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
+            else:
+                self._batch.n_tokens = n
+                self._run_decode(n, list(work))
             final = c_i == n_chunks - 1
             table = all_logits and n_chunks == 1  # rows are returned as one 2-D view below
             for i, (seq, tok, _pos, want) in enumerate(chunk):
@@ -335,14 +350,67 @@ class Context:
         seq.tokens.extend(int(t) for t in ids)
         return self.logits(n - 1)
 
-    def _run_decode(self, n: int, seqs: list[Sequence]) -> None:
+    def _run_decode(self, n: int, seqs: list[Sequence], pad: int = 0) -> None:
         t0 = time.perf_counter()
         rc = self._decode(self._ptr, self._batch)
         self.counters.seconds += time.perf_counter() - t0
         if rc != 0:
             self._fail(rc, seqs)
         self.counters.forward_passes += 1
-        self.counters.tokens_evaluated += n
+        self.counters.tokens_evaluated += n + pad
+        self.counters.padding_rows += pad
+
+    # -- output-row padding -----------------------------------------------------------------
+    # On CPU the output layer dominates a batch whose every token wants logits, and ggml's
+    # matmul kernels are far from linear in the row count: on Gemma 3 (262k vocabulary, AVX2)
+    # 3 rows cost 68 ms and 4 rows 49 ms. So a batch of n output rows gets one scratch row
+    # more when that was measured to be cheaper on this context (measured once per n).
+    def _fill_scratch(self, at: int, n: int, token: int) -> None:
+        """Batch entries at..at+n-1: `token` at positions 0..n-1 of the scratch sequence."""
+        self._tok[at : at + n] = token
+        self._pos[at : at + n] = np.arange(n)
+        self._nseq[at : at + n] = 1
+        self._out[at : at + n] = 1
+        for i in range(at, at + n):
+            self._seq_ids[i][0] = self._scratch
+
+    def _raw_cost(self, n: int) -> float:
+        """Seconds llama_decode takes for n tokens that all want logits (best of two)."""
+        if n not in self._raw_costs:
+            best = float("inf")
+            try:
+                for _ in range(2):
+                    self._fill_scratch(0, n, 0)
+                    self._batch.n_tokens = n
+                    t0 = time.perf_counter()
+                    rc = self._decode(self._ptr, self._batch)
+                    best = min(best, time.perf_counter() - t0)
+                    llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
+                    if rc == 2:
+                        raise Cancelled("decode aborted")
+                    if rc == 1:  # no free cells now: report "unknown", never pick padding
+                        return float("inf")
+                    if rc != 0:
+                        raise EngineError(f"llama_decode failed with status {rc} while timing {n} rows")
+            finally:
+                llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
+            self._raw_costs[n] = best
+        return self._raw_costs[n]
+
+    def _pads(self, n: int) -> bool:
+        if n < 2 or n + 1 > min(self.n_batch, self.n_ctx):
+            return False
+        if n not in self._pad:
+            self._pad[n] = self._raw_cost(n + 1) < 0.9 * self._raw_cost(n)
+        return self._pad[n]
+
+    def set_output_padding(self, n: int, pad: bool) -> None:
+        """Override the measured choice for batches of n output rows (tests; a user who knows)."""
+        self._pad[n] = bool(pad)
+
+    def output_cost(self, n: int) -> float:
+        """Measured seconds of a decode of n tokens that all want logits, padding included."""
+        return self._raw_cost(n + 1) if self._pads(n) else self._raw_cost(n)
 
     def _fail(self, rc: int, seqs: list[Sequence]) -> None:
         # llama.cpp rolls back a failed batch; make sure cells past what we track are gone

@@ -11,17 +11,14 @@ class Counters:
     tokens_evaluated: int = 0  # tokens (or embedding rows) sent through the model
     tokens_reused: int = 0  # prompt tokens kept from the KV cache instead of re-evaluated
     seconds: float = 0.0  # wall time inside llama_decode
+    padding_rows: int = 0  # scratch output rows added because the padded batch was cheaper
 
     def copy(self) -> Counters:
         return Counters(**asdict(self))
 
     def since(self, start: Counters) -> Counters:
-        return Counters(
-            self.forward_passes - start.forward_passes,
-            self.tokens_evaluated - start.tokens_evaluated,
-            self.tokens_reused - start.tokens_reused,
-            self.seconds - start.seconds,
-        )
+        now, then = asdict(self), asdict(start)
+        return Counters(**{k: now[k] - then[k] for k in now})
 
     def to_dict(self) -> dict:
         d = asdict(self)

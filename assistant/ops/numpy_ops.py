@@ -38,16 +38,23 @@ def softmax(logits) -> np.ndarray:
 
 
 def entropy(logits) -> float:
-    """Shannon entropy in nats of softmax(logits) (AdaDec's unit); masked (-inf) tokens count 0.
+    """Shannon entropy in nats of softmax(logits) (AdaDec's unit); masked (-inf) tokens count 0."""
+    return logsumexp_entropy(logits)[1]
 
-    H = log Z - sum(e * z) / Z with z = x - max(x), e = exp(z): three passes over the
-    vocabulary and no log-softmax array."""
+
+def logsumexp_entropy(logits) -> tuple[float, float]:
+    """(log Z, entropy in nats) from one exp pass: lookahead scoring needs both per row, and
+    the exp over a 262k vocabulary is most of the cost (~0.6 ms of ~1 ms).
+
+    H = log Z' - sum(e * z) / Z' with z = x - max(x), e = exp(z), Z' = sum(e)."""
     x = np.asarray(logits, dtype=np.float32)
-    z = x - np.max(x)
+    m = np.max(x)
+    z = x - m
     np.maximum(z, np.float32(-1e30), out=z)  # -inf -> finite so that 0 * z stays 0
     e = np.exp(z)
     total = float(np.sum(e, dtype=np.float64))
-    return max(0.0, float(np.log(total) - np.dot(e, z) / total))
+    log_total = float(np.log(total))
+    return float(m) + log_total, max(0.0, log_total - float(np.dot(e, z)) / total)
 
 
 def logsumexp(logits) -> float:

@@ -45,6 +45,10 @@ def logsumexp(logits) -> float:
     return float(torch.logsumexp(asarray(logits), dim=-1))
 
 
+def logsumexp_entropy(logits) -> tuple[float, float]:
+    return logsumexp(logits), entropy(logits)
+
+
 def top_k(logits, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = asarray(logits)
     k = max(1, min(int(k), x.shape[0]))
