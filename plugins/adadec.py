@@ -21,7 +21,7 @@ import numpy as np
 
 from assistant import hookimpl
 from assistant.decoding import Pause, Run, Strategy, option
-from assistant.decoding.lookahead import greedy_rollouts
+from assistant.decoding.lookahead import Seed, greedy_rollouts
 from assistant.decoding.steps import top_candidates
 
 DEFAULT_THRESHOLD = 1.0  # nats; the published thresholds for 1-8B code models lie in 0.6-1.3
@@ -70,10 +70,18 @@ class AdaDec(Strategy):
         return DEFAULT_THRESHOLD, "default"
 
     def generate(self, run: Run):
-        o = self.options
         tau, source = self.resolve_threshold(run)
         run.extra_stats.update(adadec_threshold=round(tau, 4), threshold_source=source, pauses=0)
-        ops = run.ops
+        carry: list[Seed] = []  # the next pause's greedy candidate, partly rolled out already
+        try:
+            yield from self._decode(run, tau, carry)
+        finally:
+            for seed in carry:
+                seed.fork.release()
+        yield run.done()
+
+    def _decode(self, run: Run, tau: float, carry: list[Seed]):
+        o, ops = self.options, run.ops
         logits = run.start()
         while logits is not None:
             x = run.constrain(logits)
@@ -82,14 +90,23 @@ class AdaDec(Strategy):
                 token = ops.argmax(x)
                 yield from run.take(token)
                 if run.finished:
-                    break
+                    return
                 logits = run.step(token)
                 continue
             # pause: rerank the top-k candidates by a batched greedy lookahead
             cands, logprobs = top_candidates(ops, x, o.k, lse)
+            seed = carry.pop() if carry else None
+            if seed is not None and seed.candidate not in cands:
+                seed.fork.release()
+                seed = None
             c0 = run.context.counters.copy()
             branches, forks = greedy_rollouts(
-                run, cands, [float(lp) for lp in logprobs], o.lookahead, stop_at_line_end=o.mode == "line"
+                run,
+                cands,
+                [float(lp) for lp in logprobs],
+                o.lookahead,
+                stop_at_line_end=o.mode == "line",
+                seed=seed,
             )
             try:
                 scores = [o.lam * b.score_sum / (len(b.tokens) + 1) for b in branches]
@@ -107,7 +124,7 @@ class AdaDec(Strategy):
                 win = branches[best]
                 yield from run.take(win.first)
                 if run.finished:
-                    break
+                    return
                 if not o.reuse_lookahead:
                     logits = run.step(win.first)
                     continue
@@ -116,21 +133,29 @@ class AdaDec(Strategy):
                 run.seq.adopt(forks[best])
                 logits = None
                 for j, tok in enumerate(win.tokens):
-                    if win.entropies[j] >= tau:  # the next uncertain step: its distribution is known
-                        logits = win.logits[j]
+                    if win.entropies[j] >= tau:  # the next pause: its distribution is known,
+                        logits = win.logits[j]  # and so is its greedy candidate's rollout
+                        if run.constraint is None:
+                            carry.append(
+                                Seed(
+                                    run.seq.fork(),
+                                    tok,
+                                    win.tokens[j + 1 :],
+                                    win.logprobs[j + 1 :],
+                                    win.entropies[j + 1 :],
+                                    win.logits[j + 1 :],
+                                )
+                            )
                         break
                     yield from run.take(tok)
                     if run.finished:
-                        break
-                if run.finished:
-                    break
+                        return
                 run.seq.truncate(len(run.prompt_tokens) + len(run.tokens) - (0 if logits is not None else 1))
                 if logits is None:
                     logits = run.step(run.tokens[-1])
             finally:
                 for f in forks:
                     f.release()
-        yield run.done()
 
 
 @hookimpl

@@ -11,7 +11,7 @@ tied is decoded again on its own before it is trusted.)
 The draft length adapts on the fly in the spirit of SpecDec++ / ADED. The strategy keeps a
 running acceptance rate a per matched n-gram length and the measured cost curve cost(n) of
 decoding n tokens with logits on each (timed once per context), and drafts the length that
-maximises expected tokens per second:
+maximises expected tokens per second, over the batch sizes it measured:
     d* = argmax_d (1 + a + a^2 + ... + a^d) / cost(d + 1)
 d* = 0 means no draft. So on a CPU, where verifying a draft costs real time, it drafts only when
 the text repeats; on a GPU, where extra batch tokens are nearly free, it drafts long.
@@ -97,24 +97,18 @@ class DraftPolicy:
         self.max_draft = max_draft
         self.costs = costs
 
-    def cost(self, n: int) -> float:
-        sizes = sorted(self.costs)
-        if n in self.costs:
-            return self.costs[n]
-        lo = max((s for s in sizes if s < n), default=sizes[0])
-        hi = min((s for s in sizes if s > n), default=None)
-        if hi is None:  # beyond the table: extrapolate the last slope
-            prev = max((s for s in sizes if s < lo), default=lo)
-            slope = (self.costs[lo] - self.costs[prev]) / (lo - prev) if lo != prev else self.costs[lo] / lo
-            return self.costs[lo] + slope * (n - lo)
-        return self.costs[lo] + (self.costs[hi] - self.costs[lo]) * (n - lo) / (hi - lo)
-
     def length(self, matched: int, available: int) -> int:
+        """Drafts are sized so that the verify batch (draft + 1) is a measured size: the cost
+        curve has steps (kernel tiles, padding) that interpolation would miss."""
         a = self.accept.get(matched, 0.0)
-        best_d, best_rate, gain = 0, 1.0 / self.cost(1), 1.0
-        for d in range(1, min(self.max_draft, available) + 1):
-            gain += a**d
-            rate = gain / self.cost(d + 1)
+        limit = min(self.max_draft, available)
+        best_d, best_rate = 0, 1.0 / self.costs[1]
+        for rows in sorted(self.costs):
+            d = rows - 1
+            if d < 1 or d > limit:
+                continue
+            gain = sum(a**i for i in range(d + 1))  # expected tokens: 1 + a + ... + a^d
+            rate = gain / self.costs[rows]
             if rate > best_rate:
                 best_d, best_rate = d, rate
         return best_d
@@ -140,10 +134,16 @@ class Speculative(Strategy):
         logits = run.start()
         if logits is not None:
             logits = np.array(logits)  # measuring costs decodes: keep the prompt's logits
-            costs = {1: 1.0, 2: 1.0} if o.free_batch else decode_costs(ctx)
+            costs = {n: 1.0 for n in range(1, o.max_draft + 2)} if o.free_batch else decode_costs(ctx)
             policy = DraftPolicy(o.max_ngram, o.prior_acceptance, o.max_draft, costs)
+        unchecked = None  # (matched n, proposed token) of a draft the policy chose not to send
         while logits is not None:
             token = ops.argmax(run.constrain(logits))
+            if unchecked is not None:
+                # the free check of a draft not sent keeps the acceptance estimate alive: one
+                # failure must not switch drafting off for good on a text that repeats
+                policy.observe(unchecked[0], 1, int(token == unchecked[1]))
+                unchecked = None
             yield from run.take(token)
             if run.finished:
                 break
@@ -153,6 +153,8 @@ class Speculative(Strategy):
             matched = lookup.matched
             draft = candidates[: policy.length(matched, len(candidates))]
             if not draft:
+                if candidates:
+                    unchecked = (matched, candidates[0])
                 logits = run.step(token)
                 continue
             try:

@@ -48,6 +48,46 @@ def test_adadec_pauses_and_batches_its_lookahead(service):
     assert run(service, calm)[0].tokens == run(service, greedy)[0].tokens
 
 
+def test_adadec_reuse_and_seeded_lookahead_change_work_not_output(service):
+    """Accepting the winner's lookahead tokens, and starting the next pause's greedy branch
+    from the rollout already known, must give the tokens plain AdaDec gives, with fewer
+    tokens evaluated. Logits from a batch differ slightly from a single decode's (llama.cpp
+    arithmetic depends on the batch shape), so the runs are compared up to the first fragile
+    decision: a near-tie between candidates, or an entropy near the threshold."""
+    tau = 0.5
+    done, pauses = {}, {}
+    for reuse in (True, False):
+        req = Request(
+            prompt="# a list of fruits\nfruits = [",
+            max_tokens=16,
+            strategy="adadec",
+            ignore_eos=True,
+            options={"threshold": str(tau), "reuse_lookahead": str(reuse)},
+        )
+        done[reuse], events = run(service, req)
+        pauses[reuse] = [e for e in events if isinstance(e, Pause)]
+    fragile = [
+        p.position
+        for p in pauses[True] + pauses[False]
+        if abs(p.entropy - tau) < 0.15 or (len(p.scores) > 1 and np.diff(sorted(p.scores))[-1] < 0.05)
+    ]
+    stable = min(fragile, default=16)
+    assert stable >= 4, "the prompt must give a few robust decisions to compare"
+    assert done[True].tokens[:stable] == done[False].tokens[:stable]
+    assert len(pauses[True]) >= 2
+    assert done[True].stats["tokens_evaluated"] < done[False].stats["tokens_evaluated"]
+    # the line-bounded lookahead (the reference's AdaDynL) runs too
+    req = Request(
+        prompt="# a list of fruits\nfruits = [",
+        max_tokens=16,
+        strategy="adadec",
+        ignore_eos=True,
+        options={"threshold": str(tau), "mode": "line"},
+    )
+    line = run(service, req)[0]
+    assert line.stats["pauses"] >= 1 and len(line.tokens) == 16
+
+
 def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     svc = Service(Settings(completion_model=str(smol_path), n_ctx=1024))
     req = Request(prompt="x = ", max_tokens=3, strategy="adadec")

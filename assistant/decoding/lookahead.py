@@ -6,10 +6,12 @@ tokens cost L batched passes instead of k*L single ones.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..engine import Sequence
 from .run import Run
 
 
@@ -29,6 +31,20 @@ class Branch:
         return self.first_logprob + sum(self.logprobs)
 
 
+@dataclass
+class Seed:
+    """A candidate whose greedy rollout is partly known already (from the previous pause's
+    winning branch, which passed through it): `fork` holds the prefix plus, when `tokens` is
+    not empty, the candidate and tokens[:-1]."""
+
+    fork: Sequence
+    candidate: int
+    tokens: list[int]
+    logprobs: list[float]
+    entropies: list[float]
+    logits: list[np.ndarray]
+
+
 def greedy_rollouts(
     run: Run,
     candidates: list[int],
@@ -37,35 +53,66 @@ def greedy_rollouts(
     *,
     stop_unindented: bool = True,
     stop_at_line_end: bool = False,
+    seed: Seed | None = None,
 ):
     """Fork the main sequence once per candidate and roll each out greedily for `length` tokens.
 
     A branch finishes at an end-of-generation token, (for code) when its continuation starts
     an unindented line, and with `stop_at_line_end` once its text ends a line (AdaDec's
-    dynamic-length lookahead). The forks are returned for the caller to adopt or release;
-    they are released here only on an error.
+    dynamic-length lookahead). A `seed` branch starts from its known tokens and joins the
+    batch only for the steps still missing. The forks (the seed's included, when used) are
+    returned for the caller to adopt or release; they are released here only on an error.
     """
     ctx, model, ops = run.context, run.model, run.ops
-    forks = [run.seq.fork() for _ in candidates]
-    constraints = [run.constraint.fork() if run.constraint is not None else None for _ in candidates]
+    if seed is not None and (run.constraint is not None or seed.candidate not in candidates):
+        raise ValueError("a seed needs an unconstrained run and one of the candidates")
     branches = [Branch(c, lp) for c, lp in zip(candidates, logprobs, strict=True)]
+    forks: list[Sequence] = []
     try:
-        feed = {f: [c] for f, c in zip(forks, candidates, strict=True)}
+        for c in candidates:
+            forks.append(seed.fork if seed is not None and c == seed.candidate else run.seq.fork())
+        constraints = [run.constraint.fork() if run.constraint is not None else None for _ in candidates]
         for con, c in zip(constraints, candidates, strict=True):
             if con is not None:
                 con.advance(c)
-        for b, c in zip(branches, candidates, strict=True):
-            b.finished = model.is_eog(c)
-            b.text = model.piece(c).decode("utf-8", "replace")
+
+        def finishes(b: Branch) -> bool:
+            return (
+                model.is_eog(b.tokens[-1])
+                or (stop_unindented and _unindented_line(b.text))
+                or (stop_at_line_end and b.text.endswith("\n"))
+            )
+
+        for b in branches:
+            b.finished = model.is_eog(b.first)
+            b.text = model.piece(b.first).decode("utf-8", "replace")
+            if seed is not None and b.first == seed.candidate:  # replay the known tokens
+                known = zip(seed.tokens, seed.logprobs, seed.entropies, seed.logits, strict=True)
+                for tok, lp, ent, lg in itertools.islice(known, length):
+                    if b.finished:
+                        break
+                    b.tokens.append(tok)
+                    b.logprobs.append(lp)
+                    b.entropies.append(ent)
+                    b.logits.append(lg)
+                    b.text += model.piece(tok).decode("utf-8", "replace")
+                    b.finished = finishes(b)
         for step in range(length):
+            # a branch is fed when it still needs token `step`: its candidate, then its last token
+            feed = {
+                forks[i]: [b.tokens[-1] if b.tokens else b.first]
+                for i, b in enumerate(branches)
+                if not b.finished and len(b.tokens) == step
+            }
             if not feed:
-                break
+                if all(b.finished or len(b.tokens) >= length for b in branches):
+                    break
+                continue
             out = ctx.decode(feed)
-            feed = {}
             for i, f in enumerate(forks):
-                b = branches[i]
-                if f not in out:
+                if f not in feed:
                     continue
+                b = branches[i]
                 logits = out[f]
                 allowed = constraints[i].allowed() if constraints[i] is not None else None
                 # a copy either way: the engine's view dies with the next decode
@@ -74,20 +121,12 @@ def greedy_rollouts(
                 lse, entropy = ops.logsumexp_entropy(logits)
                 b.logits.append(logits)
                 b.entropies.append(entropy)
-                if not b.finished:
-                    b.tokens.append(tok)
-                    b.logprobs.append(float(logits[tok]) - lse)
-                    b.text += model.piece(tok).decode("utf-8", "replace")
-                    if (
-                        model.is_eog(tok)
-                        or (stop_unindented and _unindented_line(b.text))
-                        or (stop_at_line_end and b.text.endswith("\n"))
-                    ):
-                        b.finished = True
-                if not b.finished and step < length - 1:
-                    if constraints[i] is not None:
-                        constraints[i].advance(tok)
-                    feed[f] = [tok]
+                b.tokens.append(tok)
+                b.logprobs.append(float(logits[tok]) - lse)
+                b.text += model.piece(tok).decode("utf-8", "replace")
+                b.finished = finishes(b)
+                if not b.finished and constraints[i] is not None and len(b.tokens) < length:
+                    constraints[i].advance(tok)
         return branches, forks
     except BaseException:
         for f in forks:

@@ -375,27 +375,30 @@ class Context:
             self._seq_ids[i][0] = self._scratch
 
     def _raw_cost(self, n: int) -> float:
-        """Seconds llama_decode takes for n tokens that all want logits (best of two)."""
+        """Seconds llama_decode takes for n tokens that all want logits (best of two, cached)."""
         if n not in self._raw_costs:
-            best = float("inf")
-            try:
-                for _ in range(2):
-                    self._fill_scratch(0, n, 0)
-                    self._batch.n_tokens = n
-                    t0 = time.perf_counter()
-                    rc = self._decode(self._ptr, self._batch)
-                    best = min(best, time.perf_counter() - t0)
-                    llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
-                    if rc == 2:
-                        raise Cancelled("decode aborted")
-                    if rc == 1:  # no free cells now: report "unknown", never pick padding
-                        return float("inf")
-                    if rc != 0:
-                        raise EngineError(f"llama_decode failed with status {rc} while timing {n} rows")
-            finally:
-                llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
-            self._raw_costs[n] = best
+            self._raw_costs[n] = self._time_rows(n, 2)
         return self._raw_costs[n]
+
+    def _time_rows(self, n: int, repeats: int) -> float:
+        best = float("inf")
+        try:
+            for _ in range(repeats):
+                self._fill_scratch(0, n, 0)
+                self._batch.n_tokens = n
+                t0 = time.perf_counter()
+                rc = self._decode(self._ptr, self._batch)
+                best = min(best, time.perf_counter() - t0)
+                llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
+                if rc == 2:
+                    raise Cancelled("decode aborted")
+                if rc == 1:  # no free cells now: report "unknown", never pick padding
+                    return float("inf")
+                if rc != 0:
+                    raise EngineError(f"llama_decode failed with status {rc} while timing {n} rows")
+        finally:
+            llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
+        return best
 
     def _pads(self, n: int) -> bool:
         if n < 2 or n + 1 > min(self.n_batch, self.n_ctx):
@@ -408,9 +411,11 @@ class Context:
         """Override the measured choice for batches of n output rows (tests; a user who knows)."""
         self._pad[n] = bool(pad)
 
-    def output_cost(self, n: int) -> float:
-        """Measured seconds of a decode of n tokens that all want logits, padding included."""
-        return self._raw_cost(n + 1) if self._pads(n) else self._raw_cost(n)
+    def output_cost(self, n: int, *, repeats: int = 0) -> float:
+        """Measured seconds of a decode of n tokens that all want logits, padding included
+        (the figure measured once per context; with `repeats`, timed afresh, best of them)."""
+        rows = n + 1 if self._pads(n) else n
+        return self._time_rows(rows, repeats) if repeats > 0 else self._raw_cost(rows)
 
     def _fail(self, rc: int, seqs: list[Sequence]) -> None:
         # llama.cpp rolls back a failed batch; make sure cells past what we track are gone
