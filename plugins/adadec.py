@@ -136,16 +136,7 @@ class AdaDec(Strategy):
                     if win.entropies[j] >= tau:  # the next pause: its distribution is known,
                         logits = win.logits[j]  # and so is its greedy candidate's rollout
                         if run.constraint is None:
-                            carry.append(
-                                Seed(
-                                    run.seq.fork(),
-                                    tok,
-                                    win.tokens[j + 1 :],
-                                    win.logprobs[j + 1 :],
-                                    win.entropies[j + 1 :],
-                                    win.logits[j + 1 :],
-                                )
-                            )
+                            carry.append(Seed(run.seq.fork(), win, j))
                         break
                     yield from run.take(tok)
                     if run.finished:

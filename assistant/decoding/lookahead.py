@@ -6,7 +6,6 @@ tokens cost L batched passes instead of k*L single ones.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,19 +29,27 @@ class Branch:
     def score_sum(self) -> float:
         return self.first_logprob + sum(self.logprobs)
 
+    def add(self, token: int, logprob: float, entropy: float, logits: np.ndarray, piece: str) -> None:
+        self.tokens.append(token)
+        self.logprobs.append(logprob)
+        self.entropies.append(entropy)
+        self.logits.append(logits)
+        self.text += piece
+
 
 @dataclass
 class Seed:
-    """A candidate whose greedy rollout is partly known already (from the previous pause's
-    winning branch, which passed through it): `fork` holds the prefix plus, when `tokens` is
-    not empty, the candidate and tokens[:-1]."""
+    """A candidate whose greedy rollout is partly known already: the previous pause's winning
+    branch `source` passed through it as source.tokens[at] and rolled on from there. `fork`
+    holds the prefix plus, when anything follows `at`, source.tokens[at:-1]."""
 
     fork: Sequence
-    candidate: int
-    tokens: list[int]
-    logprobs: list[float]
-    entropies: list[float]
-    logits: list[np.ndarray]
+    source: Branch
+    at: int
+
+    @property
+    def candidate(self) -> int:
+        return self.source.tokens[self.at]
 
 
 def greedy_rollouts(
@@ -87,15 +94,12 @@ def greedy_rollouts(
             b.finished = model.is_eog(b.first)
             b.text = model.piece(b.first).decode("utf-8", "replace")
             if seed is not None and b.first == seed.candidate:  # replay the known tokens
-                known = zip(seed.tokens, seed.logprobs, seed.entropies, seed.logits, strict=True)
-                for tok, lp, ent, lg in itertools.islice(known, length):
+                src = seed.source
+                for j in range(seed.at + 1, min(len(src.tokens), seed.at + 1 + length)):
                     if b.finished:
                         break
-                    b.tokens.append(tok)
-                    b.logprobs.append(lp)
-                    b.entropies.append(ent)
-                    b.logits.append(lg)
-                    b.text += model.piece(tok).decode("utf-8", "replace")
+                    piece = model.piece(src.tokens[j]).decode("utf-8", "replace")
+                    b.add(src.tokens[j], src.logprobs[j], src.entropies[j], src.logits[j], piece)
                     b.finished = finishes(b)
         for step in range(length):
             # a branch is fed when it still needs token `step`: its candidate, then its last token
@@ -119,11 +123,7 @@ def greedy_rollouts(
                 logits = ops.masked(logits, allowed) if allowed is not None else np.array(logits, copy=True)
                 tok = ops.argmax(logits)
                 lse, entropy = ops.logsumexp_entropy(logits)
-                b.logits.append(logits)
-                b.entropies.append(entropy)
-                b.tokens.append(tok)
-                b.logprobs.append(float(logits[tok]) - lse)
-                b.text += model.piece(tok).decode("utf-8", "replace")
+                b.add(tok, float(logits[tok]) - lse, entropy, logits, model.piece(tok).decode("utf-8", "replace"))
                 b.finished = finishes(b)
                 if not b.finished and constraints[i] is not None and len(b.tokens) < length:
                     constraints[i].advance(tok)

@@ -275,17 +275,17 @@ class Context:
                 ids[i][0] = e[0].id
             if pad:  # one scratch row after the real ones, so their indices are unchanged
                 self._fill_scratch(n, 1, chunk[-1][1])
-                self._batch.n_tokens = n + 1
-                try:
-                    self._run_decode(n, list(work), pad=1)
-                except ContextOverflow:  # no cell left for the scratch row: go without it
-                    self._batch.n_tokens = n
-                    self._run_decode(n, list(work))
-                finally:
-                    llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
-            else:
-                self._batch.n_tokens = n
+            self._batch.n_tokens = n + pad
+            try:
+                self._run_decode(n, list(work), pad=int(pad))
+            except ContextOverflow:
+                if not pad:
+                    raise
+                self._batch.n_tokens = n  # no cell left for the scratch row: go without it
                 self._run_decode(n, list(work))
+            finally:
+                if pad:
+                    llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
             final = c_i == n_chunks - 1
             table = all_logits and n_chunks == 1  # rows are returned as one 2-D view below
             for i, (seq, tok, _pos, want) in enumerate(chunk):
