@@ -82,6 +82,16 @@ def test_padded_output_batch_gives_the_same_logits_and_leaves_no_cells(smol, smo
     root.release()
 
 
+def test_row_costs_are_not_cached_while_the_cache_is_full(smol, smol_ctx):
+    """Timing n rows needs n free cells; a full cache must not pin 'unmeasurable' forever."""
+    root = smol_ctx.new_sequence()
+    filler = smol.tokenize(PROMPT)
+    smol_ctx.prefill(root, (filler * smol_ctx.n_ctx)[: smol_ctx.n_ctx - 1])
+    assert smol_ctx.output_cost(3) == float("inf")
+    root.release()
+    assert 0 < smol_ctx.output_cost(3) < float("inf")
+
+
 def test_fork_and_truncate(smol, smol_ctx):
     root = smol_ctx.new_sequence()
     base = np.array(smol_ctx.prefill(root, smol.tokenize(PROMPT)))

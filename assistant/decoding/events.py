@@ -32,6 +32,7 @@ class Pause:
     scores: list[float]
     chosen: int
     stats: dict[str, Any] = field(default_factory=dict)  # work the lookahead cost
+    pruned: list[int] = field(default_factory=list)  # candidates dropped early: score is an upper bound
 
 
 @dataclass(slots=True)

@@ -1,7 +1,9 @@
-"""Batched greedy rollouts from forked sequences: the lookahead shared by search strategies.
+"""Greedy rollouts from forked sequences: the lookahead shared by search strategies.
 
-All branches advance together, one `llama_decode` per lookahead step, so k branches of L
-tokens cost L batched passes instead of k*L single ones.
+Batched, all branches advance together, one `llama_decode` per lookahead step, so k branches
+of L tokens cost L batched passes instead of k*L single ones: the right trade where a k-row
+batch costs about one step (a GPU). Best-first decodes one branch at a time and stops once no
+other can win: fewer rows, the right trade where each row costs nearly a step (a CPU).
 """
 
 from __future__ import annotations
@@ -24,10 +26,22 @@ class Branch:
     logits: list[np.ndarray] = field(default_factory=list)  # copies: after first, tokens[0], ...
     finished: bool = False
     text: str = ""
+    max_length: int = 0  # lookahead length L: the rollout stops after this many tokens
+    pruned: bool = False  # best-first stopped it early: it could not win
 
     @property
     def score_sum(self) -> float:
         return self.first_logprob + sum(self.logprobs)
+
+    @property
+    def done(self) -> bool:
+        return self.finished or len(self.tokens) >= self.max_length
+
+    @property
+    def score(self) -> float:
+        """Length-normalised log-probability; while the rollout is unfinished, an upper bound
+        (the tokens still to come can only add log-probabilities <= 0 and length up to L)."""
+        return self.score_sum / (len(self.tokens) + 1 if self.done else self.max_length + 1)
 
     def add(self, token: int, logprob: float, entropy: float, logits: np.ndarray, piece: str) -> None:
         self.tokens.append(token)
@@ -52,6 +66,9 @@ class Seed:
         return self.source.tokens[self.at]
 
 
+SCHEDULES = ("batch", "best-first")
+
+
 def greedy_rollouts(
     run: Run,
     candidates: list[int],
@@ -61,77 +78,121 @@ def greedy_rollouts(
     stop_unindented: bool = True,
     stop_at_line_end: bool = False,
     seed: Seed | None = None,
+    schedule: str = "batch",
 ):
-    """Fork the main sequence once per candidate and roll each out greedily for `length` tokens.
+    """Roll each candidate out greedily for `length` tokens, each on its own fork of the main
+    sequence; returns (branches, forks) for the caller to adopt or release (a fork is None
+    where its branch never needed a decode; on an error they are released here).
 
     A branch finishes at an end-of-generation token, (for code) when its continuation starts
     an unindented line, and with `stop_at_line_end` once its text ends a line (AdaDec's
-    dynamic-length lookahead). A `seed` branch starts from its known tokens and joins the
-    batch only for the steps still missing. The forks (the seed's included, when used) are
-    returned for the caller to adopt or release; they are released here only on an error.
+    dynamic-length lookahead). A `seed` branch starts from its known tokens and is decoded
+    only for the steps still missing.
+
+    Schedules, for a caller that keeps the branch with the best length-normalised
+    log-probability (`Branch.score`):
+    - 'batch': every branch advances in the same decode, one batch per lookahead step.
+    - 'best-first': decode one branch at a time, always the one with the best upper bound on
+      its score, and stop as soon as a finished branch scores at least every other bound.
+      Log-probabilities are <= 0, so a branch's score can only fall as it grows: a pruned
+      branch (`Branch.pruned`, its `score` then an upper bound) could not have won, and the
+      winner is the one 'batch' finds, with fewer rows evaluated.
     """
-    ctx, model, ops = run.context, run.model, run.ops
-    if seed is not None and (run.constraint is not None or seed.candidate not in candidates):
-        raise ValueError("a seed needs an unconstrained run and one of the candidates")
-    branches = [Branch(c, lp) for c, lp in zip(candidates, logprobs, strict=True)]
-    forks: list[Sequence] = []
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    rollouts = _Rollouts(run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed)
     try:
-        for c in candidates:
-            forks.append(seed.fork if seed is not None and c == seed.candidate else run.seq.fork())
-        constraints = [run.constraint.fork() if run.constraint is not None else None for _ in candidates]
-        for con, c in zip(constraints, candidates, strict=True):
+        if schedule == "batch":
+            rollouts.run_batched()
+        else:
+            rollouts.run_best_first()
+        return rollouts.branches, rollouts.forks
+    except BaseException:
+        rollouts.release()
+        raise
+
+
+class _Rollouts:
+    """The branches of one lookahead, their forks (made when first decoded) and constraints."""
+
+    def __init__(self, run: Run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed):
+        if seed is not None and (run.constraint is not None or seed.candidate not in candidates):
+            raise ValueError("a seed needs an unconstrained run and one of the candidates")
+        self.run, self.length = run, length
+        self.stop_unindented, self.stop_at_line_end = stop_unindented, stop_at_line_end
+        self.branches = [Branch(c, lp, max_length=length) for c, lp in zip(candidates, logprobs, strict=True)]
+        self.forks: list[Sequence | None] = [None] * len(candidates)
+        self.constraints = [run.constraint.fork() if run.constraint is not None else None for _ in candidates]
+        for con, c in zip(self.constraints, candidates, strict=True):
             if con is not None:
                 con.advance(c)
-
-        def finishes(b: Branch) -> bool:
-            return (
-                model.is_eog(b.tokens[-1])
-                or (stop_unindented and _unindented_line(b.text))
-                or (stop_at_line_end and b.text.endswith("\n"))
-            )
-
-        for b in branches:
+        model = run.model
+        for i, b in enumerate(self.branches):
             b.finished = model.is_eog(b.first)
             b.text = model.piece(b.first).decode("utf-8", "replace")
             if seed is not None and b.first == seed.candidate:  # replay the known tokens
+                self.forks[i] = seed.fork
                 src = seed.source
                 for j in range(seed.at + 1, min(len(src.tokens), seed.at + 1 + length)):
                     if b.finished:
                         break
                     piece = model.piece(src.tokens[j]).decode("utf-8", "replace")
                     b.add(src.tokens[j], src.logprobs[j], src.entropies[j], src.logits[j], piece)
-                    b.finished = finishes(b)
-        for step in range(length):
+                    b.finished = self._finishes(b)
+
+    def _finishes(self, b: Branch) -> bool:
+        return (
+            self.run.model.is_eog(b.tokens[-1])
+            or (self.stop_unindented and _unindented_line(b.text))
+            or (self.stop_at_line_end and b.text.endswith("\n"))
+        )
+
+    def run_batched(self) -> None:
+        for step in range(self.length):
             # a branch is fed when it still needs token `step`: its candidate, then its last token
-            feed = {
-                forks[i]: [b.tokens[-1] if b.tokens else b.first]
-                for i, b in enumerate(branches)
-                if not b.finished and len(b.tokens) == step
-            }
-            if not feed:
-                if all(b.finished or len(b.tokens) >= length for b in branches):
-                    break
-                continue
-            out = ctx.decode(feed)
-            for i, f in enumerate(forks):
-                if f not in feed:
-                    continue
-                b = branches[i]
-                logits = out[f]
-                allowed = constraints[i].allowed() if constraints[i] is not None else None
-                # a copy either way: the engine's view dies with the next decode
-                logits = ops.masked(logits, allowed) if allowed is not None else np.array(logits, copy=True)
-                tok = ops.argmax(logits)
-                lse, entropy = ops.logsumexp_entropy(logits)
-                b.add(tok, float(logits[tok]) - lse, entropy, logits, model.piece(tok).decode("utf-8", "replace"))
-                b.finished = finishes(b)
-                if not b.finished and constraints[i] is not None and len(b.tokens) < length:
-                    constraints[i].advance(tok)
-        return branches, forks
-    except BaseException:
-        for f in forks:
-            f.release()
-        raise
+            need = [i for i, b in enumerate(self.branches) if not b.done and len(b.tokens) == step]
+            if need:
+                self.advance(need)
+            elif all(b.done for b in self.branches):
+                break
+
+    def run_best_first(self) -> None:
+        branches = self.branches
+        while True:
+            best = max((b.score for b in branches if b.done), default=-np.inf)
+            # ties go to the earlier candidate, as argmax over the scores does
+            open_ = [i for i, b in enumerate(branches) if not b.done and b.score >= best]
+            if not open_:
+                break
+            self.advance([max(open_, key=lambda i: (branches[i].score, -i))])
+        for b in branches:
+            b.pruned = not b.done
+
+    def advance(self, indices: list[int]) -> None:
+        """One decode: the next token of each branch named, all in one batch."""
+        run, ops = self.run, self.run.ops
+        for i in indices:
+            if self.forks[i] is None:
+                self.forks[i] = run.seq.fork()
+        feed = {self.forks[i]: [b.tokens[-1] if b.tokens else b.first] for i in indices for b in [self.branches[i]]}
+        out = run.context.decode(feed)
+        for i in indices:
+            b, con = self.branches[i], self.constraints[i]
+            logits = out[self.forks[i]]
+            allowed = con.allowed() if con is not None else None
+            # a copy either way: the engine's view dies with the next decode
+            logits = ops.masked(logits, allowed) if allowed is not None else np.array(logits, copy=True)
+            tok = ops.argmax(logits)
+            lse, entropy = ops.logsumexp_entropy(logits)
+            b.add(tok, float(logits[tok]) - lse, entropy, logits, run.model.piece(tok).decode("utf-8", "replace"))
+            b.finished = self._finishes(b)
+            if not b.done and con is not None:
+                con.advance(tok)
+
+    def release(self) -> None:
+        for f in self.forks:
+            if f is not None:
+                f.release()
 
 
 def _unindented_line(text: str) -> bool:

@@ -375,9 +375,13 @@ class Context:
             self._seq_ids[i][0] = self._scratch
 
     def _raw_cost(self, n: int) -> float:
-        """Seconds llama_decode takes for n tokens that all want logits (best of two, cached)."""
+        """Seconds llama_decode takes for n tokens that all want logits (best of two, cached;
+        inf, not cached, while the KV cache has no room to time them)."""
         if n not in self._raw_costs:
-            self._raw_costs[n] = self._time_rows(n, 2)
+            cost = self._time_rows(n, 2)
+            if cost == float("inf"):
+                return cost
+            self._raw_costs[n] = cost
         return self._raw_costs[n]
 
     def _time_rows(self, n: int, repeats: int) -> float:
@@ -404,7 +408,10 @@ class Context:
         if n < 2 or n + 1 > min(self.n_batch, self.n_ctx):
             return False
         if n not in self._pad:
-            self._pad[n] = self._raw_cost(n + 1) < 0.9 * self._raw_cost(n)
+            plain, padded = self._raw_cost(n), self._raw_cost(n + 1)
+            if float("inf") in (plain, padded):  # not measurable now: no padding, ask again later
+                return False
+            self._pad[n] = padded < 0.9 * plain
         return self._pad[n]
 
     def set_output_padding(self, n: int, pad: bool) -> None:
