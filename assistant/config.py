@@ -34,7 +34,7 @@ class Settings:
     n_seq_max: int = 8
     n_batch: int = 512
     rpc_servers: list[str] = field(default_factory=list)
-    ops_backend: str = "auto"  # auto | numpy | torch
+    ops_backend: str = "auto"  # auto (= numpy) | numpy | torch
     strategy: str = "greedy"
     max_tokens: int = 128
     temperature: float = 0.8

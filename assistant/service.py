@@ -122,8 +122,8 @@ class Service:
         return done
 
     def ops_for(self, model: Model):
-        """The logits-kernel backend for a model (torch when it runs on a GPU and torch exists)."""
-        return ops.backend(self.settings.ops_backend, on_gpu=model.on_gpu)
+        """The logits-kernel backend (numpy unless the settings name torch)."""
+        return ops.backend(self.settings.ops_backend)
 
     def cancel_all(self) -> None:
         """Abort any decode running on any context (e.g. on a newer keystroke)."""

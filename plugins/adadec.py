@@ -3,10 +3,11 @@
 Greedy while the model is confident. Where the next-token entropy (nats, untempered) reaches
 the model's threshold, pause: take the top-k candidates, roll each out greedily for L tokens
 (all branches forked and decoded together, one batch per lookahead step), and keep the
-candidate with the best length-normalised log-probability. Where a k-row batch costs far
-more than one row (a CPU: 2.4x on Gemma 3 270M), schedule 'best-first' finds the same
-winner by branch and bound: it extends one branch at a time and drops a branch once even a
-perfect rest of its rollout could not beat a finished one. Mode 'line' is the reference's
+candidate with the best length-normalised log-probability. Where batching does not pay (a
+CPU, where a k-row batch costs 2.4x a row on Gemma 3 270M; or a small model on a GPU, where
+the host work on each row's 262k logits outweighs the decode), schedule 'best-first' finds
+the same winner by branch and bound: it extends one branch at a time and drops a branch once
+even a perfect rest of its rollout could not beat a finished one. Mode 'line' is the reference's
 AdaDynL: a branch's lookahead also ends where its line ends (at most L tokens), which is
 cheaper where pauses fall near the end of a line.
 
@@ -18,20 +19,18 @@ the threshold) instead of being decoded a second time. A finished branch stops a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from assistant import hookimpl
 from assistant.decoding import Pause, Run, Strategy, option
-from assistant.decoding.lookahead import SCHEDULES, Seed, greedy_rollouts
+from assistant.decoding.lookahead import SCHEDULES, Seed, greedy_rollouts, pick_schedule
 from assistant.decoding.steps import top_candidates
 
 DEFAULT_THRESHOLD = 1.0  # nats; the published thresholds for 1-8B code models lie in 0.6-1.3
-# Extra decode steps a best-first pause wastes on candidates that lose, measured on the bench
-# prompts with Gemma 3 270M (1.4-2 steps a pause). A batched pause wastes L * (price of a
-# k-row batch / price of one row - 1) steps, so batching pays only below 1 + this / L.
+# Rows a best-first pause spends on candidates that lose, measured on the bench prompts with
+# Gemma 3 270M (1.3-2 a pause); `pick_schedule` weighs it against the batched schedule's price.
 BEST_FIRST_WASTE = 1.7
 
 
@@ -48,8 +47,8 @@ class AdaDecOptions:
     schedule: str = option(
         "auto",
         "'batch': all k lookaheads in one batch per step (the reference); 'best-first': one branch "
-        "at a time, stopping once no other can win (same choice, fewer rows); 'auto': by the "
-        "measured price of a k-row batch on this machine",
+        "at a time, stopping once no other can win (same choice, fewer rows); 'auto': whichever "
+        "the measured decode and host prices on this machine make cheaper",
     )
 
     def __post_init__(self):
@@ -91,9 +90,7 @@ class AdaDec(Strategy):
         o = self.options
         if o.schedule != "auto":
             return o.schedule
-        ctx = run.context  # prices measured once per context
-        ratio = ctx.output_cost(o.k) / ctx.output_cost(1)
-        return "batch" if math.isfinite(ratio) and ratio <= 1 + BEST_FIRST_WASTE / o.lookahead else "best-first"
+        return pick_schedule(run, o.k, o.lookahead, BEST_FIRST_WASTE)
 
     def generate(self, run: Run):
         tau, source = self.resolve_threshold(run)

@@ -8,11 +8,12 @@ greedy's, token for token; only the number of forward passes changes. (llama.cpp
 depend slightly on the batch shape, so a verified position whose top two logits are nearly
 tied is decoded again on its own before it is trusted.)
 
-The draft length adapts on the fly in the spirit of SpecDec++ / ADED. The strategy keeps a
-running acceptance rate a per matched n-gram length and the measured cost curve cost(n) of
-decoding n tokens with logits on each (timed once per context), and drafts the length that
-maximises expected tokens per second, over the batch sizes it measured:
-    d* = argmax_d (1 + a + a^2 + ... + a^d) / cost(d + 1)
+The draft length adapts on the fly in the spirit of SpecDec++ / ADED. The strategy keeps, per
+matched n-gram length, running acceptance rates for a draft's first token (a1) and for a token
+after an accepted one (a2), and the measured cost curve cost(n) of decoding n tokens with
+logits on each (timed once per context), and drafts the length that maximises expected tokens
+per second, over the batch sizes it measured:
+    d* = argmax_d (1 + a1 * (1 + a2 + ... + a2^(d-1))) / cost(d + 1)
 d* = 0 means no draft. So on a CPU, where verifying a draft costs real time, it drafts only when
 the text repeats; on a GPU, where extra batch tokens are nearly free, it drafts long.
 """
@@ -87,37 +88,52 @@ def decode_costs(ctx) -> dict[int, float]:
 
 class DraftPolicy:
     """Running acceptance rates per matched n-gram length; picks the draft length that
-    maximises expected tokens per second under the measured decode-cost curve."""
+    maximises expected tokens per second under the measured decode-cost curve.
+
+    Acceptance is a two-state chain, not one coin per token: `first` is the chance the first
+    drafted token is right, `next` the chance a token is right given the one before it was.
+    Repeated text fails where the copy diverges (a new name) and then runs true for a whole
+    span, so one rate for both would keep every draft short."""
 
     EMA = 0.3
 
     def __init__(self, nmax: int, prior: float, max_draft: int, costs: dict[int, float]):
         # a longer matching n-gram predicts its continuation better: prior 1 - (1 - prior) / n
-        self.accept = {n: 1 - (1 - prior) / n for n in range(1, nmax + 1)}
+        self.first = {n: 1 - (1 - prior) / n for n in range(1, nmax + 1)}
+        self.next = dict(self.first)
         self.max_draft = max_draft
         self.costs = costs
+
+    def expected_tokens(self, matched: int, d: int) -> float:
+        """Tokens a verify of a d-token draft yields: 1 + a1 * (1 + a2 + ... + a2^(d-1))."""
+        a1, a2 = self.first.get(matched, 0.0), self.next.get(matched, 0.0)
+        return 1 + a1 * sum(a2**i for i in range(d))
 
     def length(self, matched: int, available: int) -> int:
         """Drafts are sized so that the verify batch (draft + 1) is a measured size: the cost
         curve has steps (kernel tiles, padding) that interpolation would miss."""
-        a = self.accept.get(matched, 0.0)
         limit = min(self.max_draft, available)
         best_d, best_rate = 0, 1.0 / self.costs[1]
         for rows in sorted(self.costs):
             d = rows - 1
             if d < 1 or d > limit:
                 continue
-            gain = sum(a**i for i in range(d + 1))  # expected tokens: 1 + a + ... + a^d
-            rate = gain / self.costs[rows]
+            rate = self.expected_tokens(matched, d) / self.costs[rows]
             if rate > best_rate:
                 best_d, best_rate = d, rate
         return best_d
 
     def observe(self, matched: int, drafted: int, accepted: int) -> None:
-        # per-token acceptance: how often a checked draft token survived
-        checked = min(drafted, accepted + 1)
-        rate = accepted / checked if checked else 0.0
-        self.accept[matched] = (1 - self.EMA) * self.accept[matched] + self.EMA * rate
+        """A verified draft: its first token was checked, and each later one whose
+        predecessor was accepted."""
+        if drafted < 1 or matched not in self.first:
+            return
+        ema = self.EMA
+        self.first[matched] = (1 - ema) * self.first[matched] + ema * float(accepted >= 1)
+        checked = min(drafted, accepted + 1) - 1  # positions 2.. that were reached
+        if checked > 0:
+            rate = (accepted - 1) / checked if accepted >= 1 else 0.0
+            self.next[matched] = (1 - ema) * self.next[matched] + ema * rate
 
 
 class Speculative(Strategy):

@@ -125,6 +125,17 @@ def test_adadec_best_first_finds_the_batched_winner_with_fewer_rows(service):
     assert all(not p.pruned for p in pauses["batch"])
 
 
+def test_adadec_auto_schedule_weighs_measured_prices(service):
+    from assistant.decoding.lookahead import cheaper_schedule
+
+    # figures measured on Gemma 3 270M (ms): 2 CPU cores; an H100; and a large model on a GPU
+    assert cheaper_schedule(24.0, 49.0, 1.0, k=3, length=5, best_first_waste=1.7) == "best-first"
+    assert cheaper_schedule(1.06, 1.31, 0.6, k=3, length=5, best_first_waste=1.7) == "best-first"
+    assert cheaper_schedule(10.0, 10.5, 0.15, k=3, length=5, best_first_waste=1.7) == "batch"
+    done, _ = run(service, Request(prompt="x = ", max_tokens=2, strategy="adadec", options={"threshold": "0"}))
+    assert done.stats["adadec_schedule"] in ("batch", "best-first")
+
+
 def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     svc = Service(Settings(completion_model=str(smol_path), n_ctx=1024))
     req = Request(prompt="x = ", max_tokens=3, strategy="adadec")

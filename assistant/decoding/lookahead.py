@@ -8,6 +8,8 @@ other can win: fewer rows, the right trade where each row costs nearly a step (a
 
 from __future__ import annotations
 
+import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,6 +114,49 @@ def greedy_rollouts(
         raise
 
 
+_host_costs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # context -> {ops name: seconds}
+
+
+def host_row_cost(run: Run) -> float:
+    """Seconds of host work one lookahead row costs beyond its decode: copying its logits,
+    argmax, log Z and entropy over the whole vocabulary (timed once per context and kernel
+    backend). On a GPU this, not the decode, can be most of a row's price: Gemma 3's 262k
+    vocabulary costs ~1 ms a row on the host, a decode of 3 rows on an H100 1.3 ms."""
+    cache = _host_costs.setdefault(run.context, {})
+    if run.ops.name not in cache:
+        ops = run.ops
+        x = np.random.default_rng(0).standard_normal(run.model.n_vocab).astype(np.float32)
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            y = np.array(x, copy=True)
+            ops.argmax(y)
+            ops.logsumexp_entropy(y)
+            best = min(best, time.perf_counter() - t0)
+        cache[run.ops.name] = best
+    return cache[run.ops.name]
+
+
+def pick_schedule(run: Run, k: int, length: int, best_first_waste: float) -> str:
+    """'batch' or 'best-first', whichever `cheaper_schedule` finds cheaper with this
+    context's measured decode prices and this backend's host price per row."""
+    ctx = run.context  # decode prices measured once per context
+    c1, ck = ctx.output_cost(1), ctx.output_cost(k)
+    if not (np.isfinite(c1) and np.isfinite(ck)):
+        return "best-first"
+    return cheaper_schedule(c1, ck, host_row_cost(run), k, length, best_first_waste)
+
+
+def cheaper_schedule(c1: float, ck: float, host: float, k: int, length: int, best_first_waste: float) -> str:
+    """Extra seconds a pause costs over greedy; both schedules reuse the winner's rollout as
+    greedy steps. Batch pays, per lookahead step, a k-row decode (ck) over a 1-row one (c1)
+    and the host work of k-1 extra rows; best-first pays the rows it spends on candidates
+    that lose (`best_first_waste` a pause, measured), each a 1-row decode plus host work."""
+    batch = length * ((ck - c1) + (k - 1) * host)
+    best_first = best_first_waste * (c1 + host)
+    return "batch" if batch <= best_first else "best-first"
+
+
 class _Rollouts:
     """The branches of one lookahead, their forks (made when first decoded) and constraints."""
 
@@ -149,7 +194,7 @@ class _Rollouts:
 
     def run_batched(self) -> None:
         for step in range(self.length):
-            # a branch is fed when it still needs token `step`: its candidate, then its last token
+            # a branch is fed when it still needs token `step`
             need = [i for i, b in enumerate(self.branches) if not b.done and len(b.tokens) == step]
             if need:
                 self.advance(need)
@@ -171,10 +216,12 @@ class _Rollouts:
     def advance(self, indices: list[int]) -> None:
         """One decode: the next token of each branch named, all in one batch."""
         run, ops = self.run, self.run.ops
+        feed = {}
         for i in indices:
             if self.forks[i] is None:
                 self.forks[i] = run.seq.fork()
-        feed = {self.forks[i]: [b.tokens[-1] if b.tokens else b.first] for i in indices for b in [self.branches[i]]}
+            b = self.branches[i]
+            feed[self.forks[i]] = [b.tokens[-1] if b.tokens else b.first]  # its candidate, then its last token
         out = run.context.decode(feed)
         for i in indices:
             b, con = self.branches[i], self.constraints[i]

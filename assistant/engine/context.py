@@ -375,9 +375,11 @@ class Context:
             self._seq_ids[i][0] = self._scratch
 
     def _raw_cost(self, n: int) -> float:
-        """Seconds llama_decode takes for n tokens that all want logits (best of two, cached;
+        """Seconds llama_decode takes for n tokens that all want logits (best of two after a
+        warm-up, cached;
         inf, not cached, while the KV cache has no room to time them)."""
         if n not in self._raw_costs:
+            self._time_rows(n, 1)  # warm-up: a batch shape's first run pays one-time set-up (GPU)
             cost = self._time_rows(n, 2)
             if cost == float("inf"):
                 return cost
@@ -392,6 +394,7 @@ class Context:
                 self._batch.n_tokens = n
                 t0 = time.perf_counter()
                 rc = self._decode(self._ptr, self._batch)
+                llama_cpp.llama_synchronize(self._ptr)  # a GPU decode returns before it is done
                 best = min(best, time.perf_counter() - t0)
                 llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
                 if rc == 2:

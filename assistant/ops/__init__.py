@@ -1,7 +1,9 @@
 """Logits kernels with two interchangeable backends.
 
-`numpy_ops` is always available; `torch_ops` is used when torch is installed (extra
-`[torch]`) and the model runs on a GPU. Both modules expose the same functions, so code
+`numpy_ops` is always available and is what "auto" picks; `torch_ops` (extra `[torch]`) is
+used only when asked for by name. On an H100 machine, torch 2.11+cu130 and a CUDA build of
+llama.cpp 0.3.36 in one process segfaulted at start-up whichever loaded first, so a GPU
+model never pulls torch in by itself. Both modules expose the same functions, so code
 written against `backend(...)` works with either.
 """
 
@@ -17,10 +19,12 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def backend(name: str = "auto", *, on_gpu: bool = False) -> ModuleType:
-    """Pick a kernel module: "numpy", "torch", or "auto" (torch only for GPU models)."""
-    if name == "numpy" or (name == "auto" and not (on_gpu and torch_available())):
+def backend(name: str = "auto") -> ModuleType:
+    """Pick a kernel module: "numpy" or "auto" (numpy), or "torch"."""
+    if name in ("auto", "numpy"):
         return numpy_ops
+    if name != "torch":
+        raise ValueError(f"ops backend must be 'auto', 'numpy' or 'torch', got {name!r}")
     if not torch_available():
         raise ImportError("the torch backend needs torch: pip install 'llama-assistant[torch]'")
     from . import torch_ops
