@@ -13,6 +13,7 @@ the Python standard library on this machine.
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import sysconfig
@@ -198,6 +199,13 @@ class NgramStore:
             return cls(tables, int(z["n_tokens"]))
 
 
+def corpus_root_id(files: list[Path]) -> str:
+    """Which corpus (the folder its files share), apart from its contents: a store rebuilt
+    after an edit replaces the one before instead of piling up beside it."""
+    root = os.path.commonpath([str(f) for f in files]) if files else ""
+    return hashlib.sha256(root.encode()).hexdigest()[:8]
+
+
 def corpus_signature(files: list[Path]) -> str:
     h = hashlib.sha256()
     if files and files == stdlib_corpus():  # the stdlib only changes with the interpreter
@@ -217,7 +225,7 @@ def get_store(model, corpus: str | None = None, progress: Callable[[str, int, in
     from .calibration import file_sha256
 
     files = corpus_files(corpus)
-    key = f"{file_sha256(model.path)[:16]}-{corpus_signature(files)}"
+    key = f"{file_sha256(model.path)[:16]}-{corpus_root_id(files)}-{corpus_signature(files)}"
     mem_key = (str(model.path), key)
     if mem_key in _loaded:
         return _loaded[mem_key]
@@ -250,4 +258,8 @@ def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
         raise UserError("the n-gram corpus is empty")
     store = NgramStore.build(np.concatenate(chunks))
     store.save(path)
+    stale_prefix = key.rsplit("-", 1)[0] + "-"  # same model and corpus, older contents
+    for old in folder.glob(f"{stale_prefix}*.npz"):
+        if old != path:
+            old.unlink(missing_ok=True)
     return store

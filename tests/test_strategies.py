@@ -170,6 +170,20 @@ def test_superposed_gives_distinct_drafts(service):
     assert done.stats["forward_passes"] <= done.stats["superposed_steps"] + 1
 
 
+def test_ngram_store_rebuilt_after_an_edit_replaces_the_old_one(smol, tmp_path, monkeypatch):
+    from assistant.ngrams import get_store
+
+    monkeypatch.setenv("ASSISTANT_CACHE_DIR", str(tmp_path / "cache"))
+    corpus = tmp_path / "repo"
+    corpus.mkdir()
+    (corpus / "a.py").write_text("def add(a, b):\n    return a + b\n")
+    first = get_store(smol, str(corpus))
+    (corpus / "a.py").write_text("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n")
+    second = get_store(smol, str(corpus))
+    assert second.n_tokens > first.n_tokens
+    assert len(list((tmp_path / "cache" / "ngrams").glob("*.npz"))) == 1
+
+
 def test_speculative_output_equals_greedy(smol_path):
     """Token for token, except where greedy itself is a numerical coin toss: llama.cpp's logits
     depend slightly on batch shape, so a near-tie may fall either way."""
