@@ -94,20 +94,20 @@ class AdaDec(Strategy):
 
     def generate(self, run: Run):
         tau, source = self.resolve_threshold(run)
-        schedule = self.resolve_schedule(run)
         run.extra_stats.update(
-            adadec_threshold=round(tau, 4), threshold_source=source, adadec_schedule=schedule, pauses=0
+            adadec_threshold=round(tau, 4), threshold_source=source, adadec_schedule=self.options.schedule, pauses=0
         )
         carry: list[Seed] = []  # the next pause's greedy candidate, partly rolled out already
         try:
-            yield from self._decode(run, tau, schedule, carry)
+            yield from self._decode(run, tau, carry)
         finally:
             for seed in carry:
                 seed.fork.release()
         yield run.done()
 
-    def _decode(self, run: Run, tau: float, schedule: str, carry: list[Seed]):
+    def _decode(self, run: Run, tau: float, carry: list[Seed]):
         o, ops = self.options, run.ops
+        schedule = None  # resolved at the first pause: a run that never pauses times nothing
         logits = run.start()
         while logits is not None:
             x = run.constrain(logits)
@@ -119,8 +119,10 @@ class AdaDec(Strategy):
                     return
                 logits = run.step(token)
                 continue
-            # pause: rerank the top-k candidates by a batched greedy lookahead
+            # pause: rerank the top-k candidates by a greedy lookahead of each
             cands, logprobs = top_candidates(ops, x, o.k, lse)
+            if schedule is None:  # after the last read of x: timing decodes reuse the logits buffer
+                schedule = run.extra_stats["adadec_schedule"] = self.resolve_schedule(run)
             seed = carry.pop() if carry else None
             if seed is not None and seed.candidate not in cands:
                 seed.fork.release()

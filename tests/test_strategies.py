@@ -58,7 +58,9 @@ def test_adadec_pauses_and_batches_its_lookahead(service):
     # a threshold nothing reaches gives exactly greedy
     calm = Request(prompt="def add(a, b):\n", max_tokens=10, strategy="adadec", options={"threshold": "100"})
     greedy = Request(prompt="def add(a, b):\n", max_tokens=10)
-    assert run(service, calm)[0].tokens == run(service, greedy)[0].tokens
+    calm_done = run(service, calm)[0]
+    assert calm_done.tokens == run(service, greedy)[0].tokens
+    assert calm_done.stats["adadec_schedule"] == "auto"  # never paused: nothing was timed
 
 
 def test_adadec_reuse_and_seeded_lookahead_change_work_not_output(service):
