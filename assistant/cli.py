@@ -389,7 +389,7 @@ def bench_speed(
 def bench_strategies(
     model: ModelOpt = None,
     tokens: Annotated[int, typer.Option("--tokens", help="Tokens per prompt and strategy.")] = 48,
-    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds; each row keeps its fastest.")] = 3,
+    rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds; ratios are their median.")] = 3,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,

@@ -99,7 +99,7 @@ class Service:
                 model=model,
                 context=context,
                 prompt_tokens=prompt.tokens,
-                ops=self.ops_for(model),
+                ops=self.ops(),
                 strategy=strategy_cls.name,
                 guard=prompt.guard,
                 constraint=constraint,
@@ -121,7 +121,7 @@ class Service:
                 done = event
         return done
 
-    def ops_for(self, model: Model):
+    def ops(self):
         """The logits-kernel backend (numpy unless the settings name torch)."""
         return ops.backend(self.settings.ops_backend)
 

@@ -6,8 +6,9 @@ the same run, with forward passes and tokens evaluated. Extra rows answer the go
 - `superposed_vs_3_samples`: three sequential `sample` runs / one superposed run (k=3),
 - `speculative_repetitive`: tok/s of speculative over greedy on a file that repeats itself,
 - `grammar`: per-token cost of applying a constraint mask, as a fraction of a decode step,
-- `adadec_analysis`: pause rate, price of a k-row batch, the cost floor they imply, and the
-  dynamic-length ('line') variant.
+- `adadec_analysis`: the schedule auto chose, pause rate, passes spent per pause, price of a
+  k-row batch and the floor it sets for the batched schedule, and the batched and
+  dynamic-length ('line') variants timed against greedy.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def run_strategies_bench(
         _run(service, PROMPTS[0], "superposed", 2)
     if "speculative" in names:  # measures its decode-cost curve once per context
         _run(service, PROMPTS[0], "speculative", 2)
-    if "adadec" in names:  # threshold 0 pauses at once: the engine times its k-row batches
+    if "adadec" in names:  # threshold 0 pauses at once: auto times the prices it picks a schedule by
         _run(service, PROMPTS[0], "adadec", 2, options={"threshold": "0"})
     # Each round runs greedy between every two strategies (G S1 G S2 G ... G): a strategy's
     # ratio is its time over the mean of the greedy runs just before and after it, so a slow
@@ -266,7 +267,7 @@ def _mask_overhead(service: Service, n_tokens: int) -> dict:
     final = service.run(req, constraint=_Timed(constraint, clock))
     steps = max(1, len(clock["masks"]))
     logits = np.random.default_rng(0).standard_normal(model.n_vocab).astype(np.float32)
-    ops = service.ops_for(model)
+    ops = service.ops()
     t0 = time.perf_counter()
     for mask in clock["masks"]:
         ops.masked(logits, mask)

@@ -86,10 +86,6 @@ class AbortFlag:
         return self._buf.raw[0] != 0
 
 
-def supports_gpu_offload() -> bool:
-    return bool(llama_cpp.llama_supports_gpu_offload())
-
-
 def supports_rpc() -> bool:
     return bool(llama_cpp.llama_supports_rpc())
 

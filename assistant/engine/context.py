@@ -375,9 +375,8 @@ class Context:
             self._seq_ids[i][0] = self._scratch
 
     def _raw_cost(self, n: int) -> float:
-        """Seconds llama_decode takes for n tokens that all want logits (best of two after a
-        warm-up, cached;
-        inf, not cached, while the KV cache has no room to time them)."""
+        """Seconds llama_decode takes for n tokens that all want logits: best of two after a
+        warm-up, cached; inf, not cached, while the KV cache has no room to time them."""
         if n not in self._raw_costs:
             self._time_rows(n, 1)  # warm-up: a batch shape's first run pays one-time set-up (GPU)
             cost = self._time_rows(n, 2)

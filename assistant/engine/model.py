@@ -123,10 +123,6 @@ class Model:
             int(llama_cpp.llama_vocab_fim_sep(v)),
         )
 
-    @property
-    def on_gpu(self) -> bool:
-        return self.n_gpu_layers != 0 and _llama.supports_gpu_offload()
-
     # -- vocabulary -------------------------------------------------------------------------
     def tokenize(self, text: str, *, add_special: bool = False, parse_special: bool = False) -> list[int]:
         """Tokenize text. `add_special` adds BOS where the model wants it."""
