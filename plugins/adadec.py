@@ -111,8 +111,7 @@ class AdaDec(Strategy):
         logits = run.start()
         while logits is not None:
             x = run.constrain(logits)
-            lse, entropy = ops.logsumexp_entropy(x)
-            if entropy < tau:
+            if not ops.entropy_at_least(x, tau):  # confident: greedy (no full exp pass, mostly)
                 token = ops.argmax(x)
                 yield from run.take(token)
                 if run.finished:
@@ -120,6 +119,7 @@ class AdaDec(Strategy):
                 logits = run.step(token)
                 continue
             # pause: rerank the top-k candidates by a greedy lookahead of each
+            lse, entropy = ops.logsumexp_entropy(x)
             cands, logprobs = top_candidates(ops, x, o.k, lse)
             if schedule is None:  # after the last read of x: timing decodes reuse the logits buffer
                 schedule = run.extra_stats["adadec_schedule"] = self.resolve_schedule(run)

@@ -182,3 +182,11 @@ def test_batched_decode_splits_when_larger_than_n_batch(smol):
     assert int(np.argmax(whole)) == int(np.argmax(logits))
     ctx.close()
     ref.close()
+
+
+def test_numpy_blas_runs_on_one_thread_once_a_model_is_loaded(smol):
+    """OpenBLAS workers spin after each call on the cores llama.cpp decodes on."""
+    from threadpoolctl import threadpool_info
+
+    blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)

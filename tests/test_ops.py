@@ -25,6 +25,29 @@ def test_log_softmax_and_entropy():
     assert math.isclose(lse, N.logsumexp(LOGITS), rel_tol=1e-6) and h == N.entropy(LOGITS)
 
 
+def test_entropy_at_least_gives_the_full_pass_answer_mostly_without_it(monkeypatch):
+    """The bounds from the tokens near the top decide as the full pass would, on a 262k
+    vocabulary with peaked, flat and masked distributions and thresholds right at the entropy;
+    where the entropy is far from the threshold on a peaked distribution, no full pass runs."""
+    r = np.random.default_rng(5)
+    cases = []
+    for scale in (0.5, 2.0, 6.0, 12.0):
+        x = (r.standard_normal(262_144) * scale).astype(np.float32)
+        x[r.integers(0, x.size, 3)] += np.float32(8 * scale)  # a few clear favourites
+        cases.append(x)
+    masked = cases[-1].copy()
+    masked[r.random(masked.size) < 0.5] = -np.inf
+    cases += [masked, np.zeros(10, np.float32), np.array([3.0, -np.inf, 1.0], np.float32)]
+    for x in cases:
+        h = N.entropy(x)
+        for tau in (0.0, h - 0.02, h - 1e-4, h, h + 1e-4, h + 0.02, h + 1.0, 50.0):
+            assert N.entropy_at_least(x, tau) == (h >= tau), (h, tau)
+    full_passes = []
+    monkeypatch.setattr(N, "entropy", lambda x: full_passes.append(1) or 0.0)
+    peaked = cases[-4]  # scale 12: a few hundred tokens within ln V + 8 nats of the top
+    assert not N.entropy_at_least(peaked, 5.0) and not full_passes
+
+
 def test_top_k_top_p_min_p():
     vals, idx = N.top_k(LOGITS, 5)
     assert list(idx) == list(np.argsort(-LOGITS)[:5]) and np.all(np.diff(vals) <= 0)

@@ -49,6 +49,11 @@ def logsumexp_entropy(logits) -> tuple[float, float]:
     return logsumexp(logits), entropy(logits)
 
 
+def entropy_at_least(logits, threshold: float) -> bool:
+    """`entropy(logits) >= threshold`: on a GPU the full pass is cheap, so no bounds."""
+    return entropy(logits) >= threshold
+
+
 def top_k(logits, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     x = asarray(logits)
     k = max(1, min(int(k), x.shape[0]))
