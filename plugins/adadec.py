@@ -108,10 +108,11 @@ class AdaDec(Strategy):
     def _decode(self, run: Run, tau: float, carry: list[Seed]):
         o, ops = self.options, run.ops
         schedule = None  # resolved at the first pause: a run that never pauses times nothing
+        known = None  # (log Z, entropy) of `logits` when a lookahead row computed them already
         logits = run.start()
         while logits is not None:
             x = run.constrain(logits)
-            if not ops.entropy_at_least(x, tau):  # confident: greedy (no full exp pass, mostly)
+            if known is None and not ops.entropy_at_least(x, tau):  # confident: greedy (mostly no full exp pass)
                 token = ops.argmax(x)
                 yield from run.take(token)
                 if run.finished:
@@ -119,7 +120,8 @@ class AdaDec(Strategy):
                 logits = run.step(token)
                 continue
             # pause: rerank the top-k candidates by a greedy lookahead of each
-            lse, entropy = ops.logsumexp_entropy(x)
+            lse, entropy = known if known is not None else ops.logsumexp_entropy(x)
+            known = None
             cands, logprobs = top_candidates(ops, x, o.k, lse)
             if schedule is None:  # after the last read of x: timing decodes reuse the logits buffer
                 schedule = run.extra_stats["adadec_schedule"] = self.resolve_schedule(run)
@@ -165,6 +167,7 @@ class AdaDec(Strategy):
                 for j, tok in enumerate(win.tokens):
                     if win.entropies[j] >= tau:  # the next pause: its distribution is known,
                         logits = win.logits[j]  # and so is its greedy candidate's rollout
+                        known = (float(logits[tok]) - win.logprobs[j], win.entropies[j])
                         if run.constraint is None:
                             carry.append(Seed(run.seq.fork(), win, j))
                         break
