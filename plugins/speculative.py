@@ -130,10 +130,9 @@ class DraftPolicy:
             return
         ema = self.EMA
         self.first[matched] = (1 - ema) * self.first[matched] + ema * float(accepted >= 1)
-        checked = min(drafted, accepted + 1) - 1  # positions 2.. that were reached
+        checked = min(drafted, accepted + 1) - 1  # positions 2.. that were reached (so accepted >= 1)
         if checked > 0:
-            rate = (accepted - 1) / checked if accepted >= 1 else 0.0
-            self.next[matched] = (1 - ema) * self.next[matched] + ema * rate
+            self.next[matched] = (1 - ema) * self.next[matched] + ema * ((accepted - 1) / checked)
 
 
 class Speculative(Strategy):

@@ -41,8 +41,9 @@ def ensure_backend() -> None:
 
 def _one_blas_thread() -> None:
     """numpy's OpenBLAS keeps its worker threads spinning after each call, on the very cores
-    llama.cpp's threads decode on: one ddot over a few thousand floats per step made every
-    decode ~25% slower on 2 cores. The host's vectors are small, so one BLAS thread serves."""
+    llama.cpp's threads decode on: one ddot over a few thousand floats per step made a
+    pause-free adadec run ~25% slower than greedy on 2 cores (its decodes, not the ddot). The
+    host's vectors are small, so one BLAS thread serves."""
     from threadpoolctl import threadpool_limits
 
     _state["blas_limits"] = threadpool_limits(limits=1, user_api="blas")
