@@ -170,6 +170,10 @@ def test_superposed_gives_distinct_drafts(service):
     assert done.text == done.texts[0]
     # all k drafts came from one sequence: one forward pass per step
     assert done.stats["forward_passes"] <= done.stats["superposed_steps"] + 1
+    # its tokens are released together at the end; the eval rate still spans the drafting
+    st = done.stats
+    span = (st["generated_tokens"] - 1) / st["decode_tokens_per_second"]
+    assert 0.5 * st["decode_seconds"] <= span <= st["seconds"] - st["prompt_seconds"] + 1e-3, st
 
 
 def test_ngram_store_rebuilt_after_an_edit_replaces_the_old_one(smol, tmp_path, monkeypatch):

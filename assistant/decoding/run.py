@@ -59,7 +59,6 @@ class Run:
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._counters0 = context.counters.copy()
         self._t0 = time.perf_counter()
-        self._t_first: float | None = None
         self._max_tokens = request.max_tokens
         self.notes: list[str] = []  # things the user should know (e.g. a default was used)
         self.extra_stats: dict = {}  # strategy-specific figures reported in Done.stats
@@ -114,8 +113,6 @@ class Run:
     def accept(self, token: int) -> Token | None:
         """Record a chosen token; returns the text that became safe to show (or None)."""
         self._t_last = time.perf_counter()
-        if self._t_first is None:
-            self._t_first = self._t_last
         if self.constraint is not None:
             self.constraint.advance(token)
         if self.model.is_eog(token) and not self.request.ignore_eos:
@@ -182,9 +179,11 @@ class Run:
         t_prompt = getattr(self, "_t_prompt", now)
         gen_s = max(now - t_prompt, 1e-9)
         n = len(self.tokens)
-        t_first = self._t_first or now
+        # llama.cpp's eval rate: tokens after the first over the time from the prompt's logits
+        # to the last token. Timed from the prompt, not from the first token shown: a strategy
+        # may release its tokens in a burst at the end (superposed) or after a lookahead
         t_last = getattr(self, "_t_last", now)
-        decode_rate = (n - 1) / (t_last - t_first) if n > 1 and t_last > t_first else 0.0
+        decode_rate = (n - 1) / (t_last - t_prompt) if n > 1 and t_last > t_prompt else 0.0
         return {
             "prompt_tokens": len(self.prompt_tokens),
             "generated_tokens": n,
