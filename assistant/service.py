@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import bundled, ops
-from .config import Settings
+from .config import Settings, cache_dir
 from .context import build_prompt
 from .decoding import Constraint, Done, Event, Request, Run
-from .engine import Context, Model, check_gguf_path
+from .engine import Context, Model, PriceBook, check_gguf_path
 from .registry import Registry, get_registry
 
 
@@ -64,7 +64,12 @@ class Service:
             if key not in self._contexts:
                 s = self.settings
                 self._contexts[key] = Context(
-                    model, n_ctx=s.n_ctx, n_seq_max=s.n_seq_max, n_batch=s.n_batch, threads=s.threads
+                    model,
+                    n_ctx=s.n_ctx,
+                    n_seq_max=s.n_seq_max,
+                    n_batch=s.n_batch,
+                    threads=s.threads,
+                    prices=PriceBook(cache_dir() / "decode_prices.json"),
                 )
                 self._locks[key] = threading.Lock()
             return self._contexts[key]

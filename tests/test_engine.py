@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.engine import Context, baselines
+from assistant.engine import Context, PriceBook, baselines
 from assistant.errors import Cancelled, ContextOverflow
 
 PROMPT = "def add(a, b):\n    return"
@@ -90,6 +90,33 @@ def test_row_costs_are_not_cached_while_the_cache_is_full(smol, smol_ctx):
     assert smol_ctx.output_cost(3) == float("inf")
     root.release()
     assert 0 < smol_ctx.output_cost(3) < float("inf")
+
+
+def test_decode_prices_are_kept_across_contexts_and_only_for_the_same_set_up(smol, tmp_path, monkeypatch):
+    """A one-shot CLI run must not spend seconds re-timing decodes a previous process timed."""
+    book = PriceBook(tmp_path / "prices.json")
+    first = Context(smol, n_ctx=256, n_seq_max=1, n_batch=64, threads=1, prices=book)
+    cost = first.output_cost(3)
+    first.close()
+    assert 0 < cost < float("inf")
+
+    def no_timing(self, n, repeats):
+        raise AssertionError(f"timed {n} rows again")
+
+    again = Context(smol, n_ctx=256, n_seq_max=1, n_batch=64, threads=1, prices=book)
+    monkeypatch.setattr(Context, "_time_rows", no_timing)
+    assert again.output_cost(3) == cost  # read back, not measured
+    again.close()
+    monkeypatch.undo()
+    other = Context(smol, n_ctx=256, n_seq_max=1, n_batch=64, threads=2, prices=book)
+    assert 3 not in other._raw_costs  # another thread count is another price
+    other.close()
+    # stale or corrupt records mean measuring again, never an error
+    assert PriceBook(book.path, max_age_s=0).load(again._price_key) == {}
+    book.path.write_text("{not json")
+    assert book.load(again._price_key) == {}
+    book.save("k", 2, 0.5)
+    assert book.load("k") == {2: 0.5}
 
 
 def test_fork_and_truncate(smol, smol_ctx):

@@ -4,6 +4,7 @@ from .context import Context, Sequence, common_prefix, default_threads
 from .counters import Counters
 from .gguf_file import GGUFInfo, check_gguf_path, read_info
 from .model import FimTokens, Model
+from .prices import PriceBook
 
 __all__ = [
     "Context",
@@ -11,6 +12,7 @@ __all__ = [
     "FimTokens",
     "GGUFInfo",
     "Model",
+    "PriceBook",
     "Sequence",
     "check_gguf_path",
     "common_prefix",

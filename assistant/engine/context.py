@@ -22,6 +22,7 @@ from ..errors import Cancelled, ContextOverflow, EngineError
 from . import _llama
 from .counters import Counters
 from .model import Model
+from .prices import PriceBook, machine_id
 
 DEFAULT_N_CTX = 4096
 
@@ -31,6 +32,23 @@ def default_threads() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _price_key(model: Model, threads: int, n_batch: int, embeddings: bool) -> str:
+    """What decode prices depend on: the file, the offload, the threads, the batch size, the
+    llama.cpp build (its CPU features and backends) and the machine."""
+    st = model.path.stat()
+    system = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    return " | ".join(
+        [
+            f"{model.path.resolve()} {st.st_size} {st.st_mtime_ns}",
+            f"ngl={model.n_gpu_layers} rpc={','.join(model.rpc_servers)}",
+            f"devices={os.environ.get('CUDA_VISIBLE_DEVICES', '')}",
+            f"threads={threads} n_batch={n_batch} embeddings={embeddings}",
+            f"llama_cpp={getattr(llama_cpp, '__version__', '?')} {system}",
+            machine_id(),
+        ]
+    )
 
 
 def common_prefix(a: Seq[int], b: Seq[int]) -> int:
@@ -112,7 +130,10 @@ class Context:
         n_batch: int = 512,
         threads: int | None = None,
         embeddings: bool = False,
+        prices: PriceBook | None = None,
     ):
+        """`prices`: where decode prices measured on this machine are kept across processes
+        (None: each context measures its own, once)."""
         self.model = model
         threads = threads or default_threads()
         params = llama_cpp.llama_context_default_params()
@@ -139,7 +160,10 @@ class Context:
         self._mem = llama_cpp.llama_get_memory(self._ptr)
         self._free_ids = list(range(n_seq_max - 1, -1, -1))
         self._scratch = n_seq_max  # never handed out; emptied after every use
-        self._raw_costs: dict[int, float] = {}  # output rows -> seconds of an unpadded decode
+        self._prices = prices
+        self._price_key = _price_key(model, threads, n_batch, embeddings) if prices is not None else ""
+        # output rows -> seconds of an unpadded decode
+        self._raw_costs: dict[int, float] = prices.load(self._price_key) if prices is not None else {}
         self._pad: dict[int, bool] = {}  # output rows -> whether one more row is cheaper
         self.counters = Counters()
         # one reusable token batch; numpy views over its arrays make filling it cheap
@@ -376,13 +400,16 @@ class Context:
 
     def _raw_cost(self, n: int) -> float:
         """Seconds llama_decode takes for n tokens that all want logits: best of two after a
-        warm-up, cached; inf, not cached, while the KV cache has no room to time them."""
+        warm-up, cached (and kept in the price book); inf, not cached, while the KV cache has
+        no room to time them."""
         if n not in self._raw_costs:
             self._time_rows(n, 1)  # warm-up: a batch shape's first run pays one-time set-up (GPU)
             cost = self._time_rows(n, 2)
             if cost == float("inf"):
                 return cost
             self._raw_costs[n] = cost
+            if self._prices is not None:
+                self._prices.save(self._price_key, n, cost)
         return self._raw_costs[n]
 
     def _time_rows(self, n: int, repeats: int) -> float:

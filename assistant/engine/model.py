@@ -60,6 +60,7 @@ class Model:
             self._progress_cb = llama_cpp.llama_progress_callback(_progress)
             params.progress_callback = self._progress_cb
         self.n_gpu_layers = int(n_gpu_layers)
+        self.rpc_servers = tuple(servers)
         self._ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not self._ptr:
             raise ModelError(
