@@ -258,7 +258,7 @@ def test_cli_superposed_returns_all_drafts(smol_path):
 
 
 def test_eval_humaneval_is_resumable(tmp_path, smol_path):
-    out = tmp_path / "he.jsonl"
+    out = tmp_path / "new folder" / "he.jsonl"  # a folder that does not exist yet
     args = ["eval", "humaneval", "--model", str(smol_path), "--limit", "2", "-n", "48", "--output", str(out), "--json"]
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
@@ -269,6 +269,10 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     assert all(r["status"] in ("passed", "failed", "timeout") for r in lines)
     again = json.loads(run_cli(*args).stdout)
     assert again["resumed"] == 2 and again["pass@1"] == s1["pass@1"]
+    # another set-up must not resume (and so silently mix with) these results
+    other = run_cli(*[a if a != "48" else "40" for a in args])
+    assert other.returncode == 2 and "another run" in other.stderr and "Traceback" not in other.stderr
+    assert len(out.read_text().splitlines()) == 2
 
 
 def test_bench_strategies_json(smol_path):

@@ -18,15 +18,49 @@ from pathlib import Path
 from ..calibration import file_sha256, humaneval_problems
 from ..config import data_dir
 from ..decoding import Request, Sampling
+from ..errors import UserError
 from ..sandbox import run_python
 
 
-def results_path(model_path: Path, strategy: str, options: dict, seed: int | None, max_tokens: int) -> Path:
+def _settings_tag(options: dict, seed: int | None, max_tokens: int) -> str:
     key = json.dumps({"o": options, "s": seed, "m": max_tokens}, sort_keys=True)
-    tag = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+def run_tag(model_path: Path, strategy: str, options: dict, seed: int | None, max_tokens: int) -> str:
+    """Names one run's set-up (model file, strategy, options, seed, token limit): a results
+    file resumes only the run that wrote it."""
+    return f"{file_sha256(model_path)[:12]}-{strategy}-{_settings_tag(options, seed, max_tokens)}"
+
+
+def results_path(model_path: Path, strategy: str, options: dict, seed: int | None, max_tokens: int) -> Path:
     folder = data_dir() / "eval"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"humaneval-{file_sha256(model_path)[:12]}-{strategy}-{tag}.jsonl"
+    return folder / f"humaneval-{run_tag(model_path, strategy, options, seed, max_tokens)}.jsonl"
+
+
+def _load_results(out: Path, tag: str) -> dict[str, dict]:
+    """The finished problems of an earlier run of the same set-up, by task id."""
+    done: dict[str, dict] = {}
+    if not out.is_file():
+        return done
+    try:
+        lines = out.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read the results file {out}: {e}") from None
+    for line in lines:
+        try:
+            rec = json.loads(line)
+            task = rec["task_id"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short by an interruption: redo that problem
+        if rec.get("run", tag) != tag:
+            raise UserError(
+                f"{out} holds the results of another run ({rec['run']}, this one is {tag}): "
+                "name another --output, or delete the file to start over"
+            )
+        done[task] = rec
+    return done
 
 
 def program(problem: dict, completion: str) -> str:
@@ -49,20 +83,20 @@ def run_humaneval(
     problems = humaneval_problems()[: limit or None]
     model = service.model()
     out = Path(output) if output else results_path(model.path, strategy, options, seed, max_tokens)
-    done: dict[str, dict] = {}
-    if out.is_file():
-        for line in out.read_text(encoding="utf-8").splitlines():
-            try:
-                rec = json.loads(line)
-                done[rec["task_id"]] = rec
-            except (ValueError, KeyError):
-                continue  # a line cut short by an interruption: redo that problem
+    tag = run_tag(model.path, strategy, options, seed, max_tokens)
+    done = _load_results(out, tag)
     resumed = sum(1 for p in problems if p["task_id"] in done)
-    with out.open("a", encoding="utf-8") as fh:
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fh = out.open("a", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write the results file {out}: {e.strerror or e}") from None
+    with fh:
         for i, prob in enumerate(problems):
             if prob["task_id"] not in done:
-                done[prob["task_id"]] = _solve(service, prob, strategy, options, seed, max_tokens, timeout)
-                fh.write(json.dumps(done[prob["task_id"]]) + "\n")
+                record = {**_solve(service, prob, strategy, options, seed, max_tokens, timeout), "run": tag}
+                done[prob["task_id"]] = record
+                fh.write(json.dumps(record) + "\n")
                 fh.flush()
             if progress:
                 progress(i + 1, len(problems))
