@@ -56,8 +56,21 @@ def test_suffix_guard_multi_line_stops_before_the_suffix_line():
     pieces = ["\n    for x in xs:\n", "        total += x\n", "    return", " total\n", "extra"]
     shown, reason, final = feed(rules, pieces)
     assert reason == "stop"
-    assert final == "\n    for x in xs:\n        total += x\n"
-    assert "return" not in shown
+    # the suffix starts with the newline that ends the last line: none is added before it
+    assert final == "\n    for x in xs:\n        total += x"
+    assert "return" not in shown and shown == final
+
+
+def test_suffix_guard_holds_back_blank_lines_until_text_follows():
+    guard = SuffixGuard("\n\ndef sub(a, b):\n    return a - b\n")
+    rules = StopRules(Request(), guard)
+    shown, reason, final = feed(rules, ["return a + b", "\n", "\n", "def", " sub(a, b):\n"])
+    assert reason == "stop" and final == "return a + b" and shown == final
+    rules = StopRules(Request(), SuffixGuard("\n\ndef sub(a, b):\n"))
+    shown, reason, final = feed(rules, ["x = 1\n", "\n", "    ", "y = 2\n"])  # blank lines inside stay
+    assert reason is None and final == "x = 1\n\n    y = 2" and shown == final
+    rules = StopRules(Request(), SuffixGuard(""))  # end of file: nothing follows, keep the newline
+    assert feed(rules, ["x = 1\n"])[2] == "x = 1\n"
 
 
 def test_suffix_guard_on_end_of_generation_trims_a_partial_repeat():

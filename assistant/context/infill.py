@@ -5,7 +5,10 @@ ends so that it joins the suffix instead of repeating it:
 - the cursor line continues after the cursor (the suffix's first line has text): the middle
   is single-line; it ends at the first newline and drops a tail that repeats the suffix line;
 - otherwise the middle may span lines and ends before a generated line equal to the suffix's
-  first non-blank line (the model started writing the suffix again).
+  first non-blank line (the model started writing the suffix again). The suffix then starts
+  with the newline that ends the cursor line, so the middle's own trailing newlines and blank
+  lines are dropped (they would add blank lines before the suffix): a whitespace tail with a
+  newline in it is held back until text follows it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ class SuffixGuard:
         self.single_line = first.strip() != ""
         self.rest_of_line = first.strip()
         self.next_line = ""
+        self.trim_tail = not self.single_line and "\n" in suffix
         if not self.single_line:
             for line in rest.split("\n"):
                 if line.strip():
@@ -48,20 +52,26 @@ class SuffixGuard:
         return len(stripped) - n if n else len(line)
 
     def _multi(self, text: str, final: bool) -> tuple[bool, int]:
-        if not self.next_line:
-            return False, len(text)
         start = 0
-        while True:
+        while self.next_line:
             nl = text.find("\n", start)
             line = text[start:] if nl < 0 else text[start:nl]
             complete = nl >= 0 or final
             if complete and line.rstrip() == self.next_line:
-                return True, start
+                return True, self._tail_end(text, start)
             if nl < 0:
                 if not final and line and self.next_line.startswith(line):
-                    return False, start  # may become the suffix line: hold it back
-                return False, len(text)
+                    return False, self._tail_end(text, start)  # may become the suffix line: hold it back
+                break
             start = nl + 1
+        return False, self._tail_end(text, len(text))
+
+    def _tail_end(self, text: str, end: int) -> int:
+        """`end`, less a whitespace tail holding a newline (when the suffix supplies it)."""
+        if not self.trim_tail:
+            return end
+        kept = len(text[:end].rstrip())
+        return kept if "\n" in text[kept:end] else end
 
 
 def _longest_tail_prefix(text: str, target: str) -> int:
