@@ -151,8 +151,13 @@ def _stream(service, request, *, as_json: bool, extra: dict | None = None, const
             obj["texts"] = done.texts
         obj.update(extra or {})
         _emit_json(obj)
-    elif not done.text.endswith("\n"):
+        return
+    if not done.text.endswith("\n"):
         sys.stdout.write("\n")
+    others = (done.texts or [])[1:]  # multi-draft strategies: the best went to stdout above
+    for i, text in enumerate(others, 2):
+        typer.echo(f"--- draft {i} of {len(others) + 1} ---", err=True)
+        typer.echo(text if text.endswith("\n") else text + "\n", err=True, nl=False)
 
 
 def _request(settings: Settings, *, strategy, options, max_tokens, temperature, seed, stop, **kw):

@@ -239,22 +239,17 @@ def test_contrastive_and_top_h(service):
 
 
 def test_cli_superposed_returns_all_drafts(smol_path):
-    res = run_cli(
-        "generate",
-        "def square(x):",
-        "--model",
-        str(smol_path),
-        "-s",
-        "superposed",
-        "-n",
-        "6",
-        "-o",
-        f"corpus={SMALL_CORPUS}",
-        "--json",
-    )
+    args = ["generate", "def square(x):", "--model", str(smol_path), "-s", "superposed", "-n", "6"]
+    res = run_cli(*args, "-o", f"corpus={SMALL_CORPUS}", "--json")
     assert res.returncode == 0, res.stderr
     obj = json.loads(res.stdout)
     assert len(obj["texts"]) == 3 and obj["text"] == obj["texts"][0]
+    # as text: the best draft on stdout (pipes get one answer), the others on stderr
+    plain = run_cli(*args, "-o", f"corpus={SMALL_CORPUS}")
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.rstrip("\n") == obj["text"].rstrip("\n")
+    for i, text in enumerate(obj["texts"][1:], 2):
+        assert f"--- draft {i} of 3 ---\n{text}" in plain.stderr
 
 
 def test_eval_humaneval_is_resumable(tmp_path, smol_path):
