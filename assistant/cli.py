@@ -154,6 +154,9 @@ def _stream(service, request, *, as_json: bool, extra: dict | None = None, const
         return
     if not done.text.endswith("\n"):
         sys.stdout.write("\n")
+    sys.stdout.flush()  # the answer before anything said on stderr
+    for note in done.stats.get("notes", []):  # e.g. which default a strategy fell back to
+        typer.echo(f"assistant: note: {note}", err=True)
     others = (done.texts or [])[1:]  # multi-draft strategies: the best went to stdout above
     for i, text in enumerate(others, 2):
         typer.echo(f"--- draft {i} of {len(others) + 1} ---", err=True)

@@ -143,6 +143,10 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     req = Request(prompt="x = ", max_tokens=3, strategy="adadec")
     before, _ = run(svc, req)
     assert before.stats["threshold_source"] == "default" and "calibrate" in before.stats["notes"][0]
+    env = {"ASSISTANT_DATA_DIR": str(isolated_env / "data")}
+    cli = ["generate", "x = ", "--model", str(smol_path), "-s", "adadec", "-n", "2"]
+    plain = run_cli(*cli, env=env)  # as text too, the user is told which default was used
+    assert plain.returncode == 0 and "note: adadec: no calibrated threshold" in plain.stderr, plain.stderr
     res = run_cli(
         "calibrate",
         "--model",
@@ -157,6 +161,7 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     assert fit["positions"] > 50 and fit["coef"] < 0 and fit["threshold"] > 0
     after, _ = run(svc, req)
     assert after.stats["threshold_source"] == "calibrated"
+    assert "note:" not in run_cli(*cli, env=env).stderr
     assert after.stats["adadec_threshold"] == pytest.approx(fit["threshold"], abs=1e-3)
 
 
