@@ -5,8 +5,11 @@ Errors the user can fix print one line on stderr and exit with status 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -130,16 +133,49 @@ def _emit_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False))
 
 
+@contextlib.contextmanager
+def _ctrl_c_cancels(service):
+    """The first Ctrl-C cancels the run (it ends with its text so far, finish_reason
+    'cancelled', and the command exits 130); a second one interrupts at once."""
+    cancel = threading.Event()
+
+    def on_sigint(_signum, _frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        service.cancel_all()  # also stops a decode under way (a long prompt, a lookahead)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread: leave Ctrl-C as it is
+        yield cancel
+        return
+    try:
+        yield cancel
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _stream(service, request, *, as_json: bool, extra: dict | None = None, constraint=None) -> None:
     """Run a request: stream text to stdout, or print one JSON object at the end."""
     done = None
-    for event in service.generate(request, constraint=constraint, progress=_WorkProgress(enabled=not as_json)):
-        kind = type(event).__name__
-        if kind == "Token" and not as_json:
-            sys.stdout.write(event.text)
-            sys.stdout.flush()
-        elif kind == "Done":
-            done = event
+    service.context()  # load first: Ctrl-C while a model loads simply quits
+    with _ctrl_c_cancels(service) as cancel:
+        progress = _WorkProgress(enabled=not as_json)
+        for event in service.generate(request, constraint=constraint, cancel=cancel, progress=progress):
+            kind = type(event).__name__
+            if kind == "Token" and not as_json:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            elif kind == "Done":
+                done = event
+    _show(done, request, as_json=as_json, extra=extra)
+    if done.finish_reason == "cancelled":
+        raise SystemExit(130)
+
+
+def _show(done, request, *, as_json: bool, extra: dict | None) -> None:
+    """The end of a run: the JSON object, or the rest of the text-mode output."""
     if as_json:
         obj = {
             "text": done.text,

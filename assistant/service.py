@@ -12,6 +12,7 @@ from .config import Settings, cache_dir
 from .context import build_prompt
 from .decoding import Constraint, Done, Event, Request, Run
 from .engine import Context, Model, PriceBook, check_gguf_path
+from .errors import Cancelled
 from .registry import Registry, get_registry
 
 
@@ -112,11 +113,12 @@ class Service:
                 sequence=main,
                 progress=progress,
             )
-            for event in strategy.generate(run):
-                if hasattr(event, "stats") and isinstance(event.stats, dict):
-                    event.stats.setdefault("prompt_truncated", prompt.truncated)
-                    event.stats.setdefault("prompt_mode", prompt.mode)
-                yield event
+            try:
+                for event in strategy.generate(run):
+                    yield _with_prompt_stats(event, prompt)
+            except Cancelled:  # an aborted decode the strategy did not catch (e.g. in a lookahead)
+                run.finish("cancelled")
+                yield _with_prompt_stats(run.done(), prompt)
 
     def run(self, request: Request, **kwargs) -> Done:
         """Run a request to the end and return its `Done` (for callers that do not stream)."""
@@ -134,3 +136,10 @@ class Service:
         """Abort any decode running on any context (e.g. on a newer keystroke)."""
         for ctx in self._contexts.values():
             ctx.abort()
+
+
+def _with_prompt_stats(event: Event, prompt) -> Event:
+    if hasattr(event, "stats") and isinstance(event.stats, dict):
+        event.stats.setdefault("prompt_truncated", prompt.truncated)
+        event.stats.setdefault("prompt_mode", prompt.mode)
+    return event

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import run_cli
@@ -125,3 +130,24 @@ def test_bench_speed_json(smol_path):
         assert obj[key] > 0, key
     assert set(obj["batched"]) == {"1", "2", "4"}
     assert obj["engine_matches_raw"] is True  # same kernels, same greedy tokens
+
+
+def test_ctrl_c_ends_the_run_with_its_text_so_far(smol_path):
+    """The first Ctrl-C cancels: the text so far is kept (and --json still prints its object,
+    finish_reason 'cancelled'); the command exits 130 without a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+    args = [sys.executable, "-m", "assistant", "generate", "1, 2, 3, 4, 5, 6,", "--model", str(smol_path)]
+    args += ["--max-tokens", "3000", "--stop", "never-appears"]
+    plain = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    first = plain.stdout.read(8)  # generation is under way
+    plain.send_signal(signal.SIGINT)
+    out, err = plain.communicate(timeout=60)
+    assert plain.returncode == 130 and b"Traceback" not in err, err
+    assert len(first + out) > 8
+    as_json = subprocess.Popen([*args, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    time.sleep(4)  # model loaded (~0.5 s) and generating 3,000 tokens (~20 s)
+    as_json.send_signal(signal.SIGINT)
+    out, err = as_json.communicate(timeout=60)
+    assert as_json.returncode == 130 and b"Traceback" not in err, err
+    obj = json.loads(out)
+    assert obj["finish_reason"] == "cancelled" and obj["text"] and obj["stats"]["generated_tokens"] < 3000

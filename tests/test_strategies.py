@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -233,6 +234,26 @@ def test_every_strategy_respects_a_token_mask(service, strategy):
     done, _ = run(service, req, constraint=AllowedTokens(model.n_vocab, allowed))
     assert done.tokens, strategy
     assert set(done.tokens) <= set(allowed), (strategy, done.tokens)
+
+
+@pytest.mark.parametrize("strategy", sorted(get_registry().strategies()))
+def test_every_strategy_ends_cleanly_when_its_decode_is_aborted(service, strategy):
+    """An abort (Ctrl-C, a newer keystroke) may land in any decode, a lookahead's included:
+    the run still ends with its text so far and finish_reason 'cancelled', never an error."""
+    options = {"corpus": SMALL_CORPUS} if strategy == "superposed" else {}
+    options |= {"threshold": "0"} if strategy == "adadec" else {}  # pause at every step
+    infill = {"suffix": "\n"} if strategy == "grammar-infill" else {}
+    req = Request(prompt="def long_function():\n", max_tokens=400, strategy=strategy, options=options, **infill)
+    req.ignore_eos = True
+    timer = threading.Timer(0.4, service.cancel_all)
+    timer.start()
+    try:
+        done, _ = run(service, req)
+    finally:
+        timer.cancel()
+    assert done.finish_reason == "cancelled" and len(done.tokens) < 400, (strategy, done.finish_reason)
+    after, _ = run(service, Request(prompt="x = ", max_tokens=2, strategy=strategy, options=options, **infill))
+    assert after.finish_reason != "cancelled"
 
 
 def test_contrastive_and_top_h(service):
