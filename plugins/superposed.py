@@ -87,10 +87,10 @@ class Superposed(Strategy):
         if run.constraint is not None:
             root.constraint = run.constraint.fork()
         alive, finished = [root], []
-        steps = 0
+        steps, cancelled = 0, False
         while logits is not None and alive and steps < run.request.max_tokens:
             if run.cancel.is_set():
-                run.finish("cancelled")
+                cancelled = True
                 break
             alive, done_now = self._step(run, o, store, ops, logits, alive)
             finished = sorted(finished + done_now, key=lambda d: d.perplexity)[: o.k]
@@ -105,20 +105,22 @@ class Superposed(Strategy):
             try:
                 logits = ctx.decode_embeddings(run.seq, mix)
             except Cancelled:
-                run.finish("cancelled")
+                cancelled = True
                 break
             except ContextOverflow:
                 break
-        ranked = self._rank(run, o, alive + finished)
+        # cancelled: the drafts so far, ranked without the rescoring pass
+        ranked = self._rank(run, o, alive + finished, rescore=o.rescore and not cancelled)
         texts = [self._final_text(run, d) for d in ranked]
         run.extra_stats.update(drafts=len(ranked), superposed_steps=steps)
         if ranked:  # the best draft becomes the run's text (stop rules applied as for any strategy)
             for token in ranked[0].tokens:
-                yield from run.take(token)
+                yield from run.take(token, cancellable=False)  # written already: nothing to cancel
                 if run.finished:
                     break
         if not run.finished:
-            run.finish(ranked[0].finish if ranked and ranked[0].finish else "length")
+            reason = "cancelled" if cancelled else ranked[0].finish if ranked and ranked[0].finish else "length"
+            run.finish(reason)
         yield run.done(texts=texts)
 
     def _step(self, run, o, store, ops, logits, alive):
@@ -178,9 +180,9 @@ class Superposed(Strategy):
     def _final_text(self, run, d: Draft) -> str:
         return d.text if d.text is not None else self._cut(run, d)
 
-    def _rank(self, run, o, drafts):
+    def _rank(self, run, o, drafts, *, rescore: bool):
         drafts = [d for d in drafts if d.tokens]
-        if o.rescore and drafts:
+        if rescore and drafts:
             scores = self._true_logprobs(run, drafts)
             for d, s in zip(drafts, scores, strict=True):
                 d.score = s

@@ -110,8 +110,12 @@ class Run:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def accept(self, token: int) -> Token | None:
-        """Record a chosen token; returns the text that became safe to show (or None)."""
+    def accept(self, token: int, *, cancellable: bool = True) -> Token | None:
+        """Record a chosen token; returns the text that became safe to show (or None).
+        A finished run takes no more tokens. `cancellable=False`: a token already computed
+        (a draft being released) is kept even when a cancel is pending."""
+        if self.finish_reason is not None:
+            return None
         self._t_last = time.perf_counter()
         if self.constraint is not None:
             self.constraint.advance(token)
@@ -125,7 +129,7 @@ class Run:
             return self.finish(reason, end)
         if len(self.tokens) >= self._max_tokens:
             return self.finish("length")
-        if self.cancel.is_set():
+        if cancellable and self.cancel.is_set():
             return self.finish("cancelled")
         if end > self.emitted:
             new = self.text[self.emitted : end]
@@ -133,9 +137,9 @@ class Run:
             return Token(new, token)
         return None
 
-    def take(self, token: int) -> Iterator[Token]:
+    def take(self, token: int, *, cancellable: bool = True) -> Iterator[Token]:
         """`accept` for generators: `yield from run.take(token)` streams what it releases."""
-        event = self.accept(token)
+        event = self.accept(token, cancellable=cancellable)
         if event is not None:
             yield event
 
