@@ -138,14 +138,16 @@ def test_ctrl_c_ends_the_run_with_its_text_so_far(smol_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
     args = [sys.executable, "-m", "assistant", "generate", "1, 2, 3, 4, 5, 6,", "--model", str(smol_path)]
     args += ["--max-tokens", "3000", "--stop", "never-appears"]
+    t0 = time.monotonic()
     plain = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     first = plain.stdout.read(8)  # generation is under way
+    started = time.monotonic() - t0
     plain.send_signal(signal.SIGINT)
     out, err = plain.communicate(timeout=60)
     assert plain.returncode == 130 and b"Traceback" not in err, err
     assert len(first + out) > 8
     as_json = subprocess.Popen([*args, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    time.sleep(4)  # model loaded (~0.5 s) and generating 3,000 tokens (~20 s)
+    time.sleep(started + 2)  # under way as well (--json prints nothing until the end)
     as_json.send_signal(signal.SIGINT)
     out, err = as_json.communicate(timeout=60)
     assert as_json.returncode == 130 and b"Traceback" not in err, err
