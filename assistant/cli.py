@@ -585,6 +585,12 @@ def calibrate(
         f"(p*={result['p_star']}, test accuracy {result['test_accuracy']:.3f}, "
         f"{result['positions']} positions from {result['problems']} problems); stored for this GGUF"
     )
+    if result["positions"] < 2000:  # the full 164 problems give ~10,000 for a 262k-vocabulary model
+        typer.echo(
+            f"assistant: note: {result['positions']} positions make a noisy threshold; "
+            "run without --limit to fit it on all 164 problems",
+            err=True,
+        )
 
 
 class _WorkProgress:
