@@ -6,6 +6,7 @@ Errors the user can fix print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -158,7 +159,7 @@ def _ctrl_c_cancels(service):
 
 def _stream(service, request, *, as_json: bool, extra: dict | None = None, constraint=None) -> None:
     """Run a request: stream text to stdout, or print one JSON object at the end."""
-    done = None
+    done, pauses = None, []
     service.context()  # load first: Ctrl-C while a model loads simply quits
     with _ctrl_c_cancels(service) as cancel:
         progress = _WorkProgress(enabled=not as_json)
@@ -167,9 +168,11 @@ def _stream(service, request, *, as_json: bool, extra: dict | None = None, const
             if kind == "Token" and not as_json:
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
+            elif kind == "Pause":  # AdaDec's decisions: where it hesitated and what it chose
+                pauses.append(dataclasses.asdict(event))
             elif kind == "Done":
                 done = event
-    _show(done, request, as_json=as_json, extra=extra)
+    _show(done, request, as_json=as_json, extra={**({"pauses": pauses} if pauses else {}), **(extra or {})})
     if done.finish_reason == "cancelled":
         raise SystemExit(130)
 

@@ -139,7 +139,7 @@ class Service:
 
 
 def _with_prompt_stats(event: Event, prompt) -> Event:
-    if hasattr(event, "stats") and isinstance(event.stats, dict):
+    if isinstance(event, Done):  # a run's stats, not a pause's lookahead work
         event.stats.setdefault("prompt_truncated", prompt.truncated)
         event.stats.setdefault("prompt_mode", prompt.mode)
     return event

@@ -278,6 +278,17 @@ def test_cli_superposed_returns_all_drafts(smol_path):
         assert f"--- draft {i} of 3 ---\n{text}" in plain.stderr
 
 
+def test_cli_json_lists_adadec_pauses(smol_path):
+    args = ["generate", "def f(x):", "--model", str(smol_path), "-s", "adadec", "-o", "threshold=0", "-n", "3"]
+    res = run_cli(*args, "--json")
+    assert res.returncode == 0, res.stderr
+    obj = json.loads(res.stdout)
+    assert len(obj["pauses"]) == obj["stats"]["pauses"] >= 1
+    for p in obj["pauses"]:
+        assert len(p["candidates"]) == len(p["scores"]) == 3 and 0 <= p["chosen"] < 3 and p["entropy"] >= 0
+        assert set(p["stats"]) == {"forward_passes", "tokens_evaluated"}  # its lookahead's work only
+
+
 def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     out = tmp_path / "new folder" / "he.jsonl"  # a folder that does not exist yet
     args = ["eval", "humaneval", "--model", str(smol_path), "--limit", "2", "-n", "48", "--output", str(out), "--json"]
