@@ -22,21 +22,18 @@ from ..errors import UserError
 from ..sandbox import run_python
 
 
-def _settings_tag(options: dict, seed: int | None, max_tokens: int) -> str:
-    key = json.dumps({"o": options, "s": seed, "m": max_tokens}, sort_keys=True)
-    return hashlib.sha256(key.encode()).hexdigest()[:8]
-
-
 def run_tag(model_path: Path, strategy: str, options: dict, seed: int | None, max_tokens: int) -> str:
     """Names one run's set-up (model file, strategy, options, seed, token limit): a results
     file resumes only the run that wrote it."""
-    return f"{file_sha256(model_path)[:12]}-{strategy}-{_settings_tag(options, seed, max_tokens)}"
+    settings = json.dumps({"o": options, "s": seed, "m": max_tokens}, sort_keys=True)
+    return f"{file_sha256(model_path)[:12]}-{strategy}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
-def results_path(model_path: Path, strategy: str, options: dict, seed: int | None, max_tokens: int) -> Path:
+def results_path(tag: str) -> Path:
+    """The default results file of the run `tag` names, in the data dir."""
     folder = data_dir() / "eval"
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"humaneval-{run_tag(model_path, strategy, options, seed, max_tokens)}.jsonl"
+    return folder / f"humaneval-{tag}.jsonl"
 
 
 def _load_results(out: Path, tag: str) -> dict[str, dict]:
@@ -82,8 +79,8 @@ def run_humaneval(
     options = dict(options or {})
     problems = humaneval_problems()[: limit or None]
     model = service.model()
-    out = Path(output) if output else results_path(model.path, strategy, options, seed, max_tokens)
     tag = run_tag(model.path, strategy, options, seed, max_tokens)
+    out = Path(output) if output else results_path(tag)
     done = _load_results(out, tag)
     resumed = sum(1 for p in problems if p["task_id"] in done)
     try:
