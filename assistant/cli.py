@@ -168,16 +168,16 @@ def _stream(service, request, *, as_json: bool, extra: dict | None = None, const
             if kind == "Token" and not as_json:
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
-            elif kind == "Pause":  # AdaDec's decisions: where it hesitated and what it chose
+            elif kind == "Pause" and as_json:  # AdaDec's decisions: where it hesitated and what it chose
                 pauses.append(dataclasses.asdict(event))
             elif kind == "Done":
                 done = event
-    _show(done, request, as_json=as_json, extra={**({"pauses": pauses} if pauses else {}), **(extra or {})})
+    _show(done, request, pauses, as_json=as_json, extra=extra)
     if done.finish_reason == "cancelled":
         raise SystemExit(130)
 
 
-def _show(done, request, *, as_json: bool, extra: dict | None) -> None:
+def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | None) -> None:
     """The end of a run: the JSON object, or the rest of the text-mode output."""
     if as_json:
         obj = {
@@ -188,6 +188,8 @@ def _show(done, request, *, as_json: bool, extra: dict | None) -> None:
         }
         if done.texts is not None:
             obj["texts"] = done.texts
+        if pauses:
+            obj["pauses"] = pauses
         obj.update(extra or {})
         _emit_json(obj)
         return

@@ -114,7 +114,7 @@ class Run:
         """Record a chosen token; returns the text that became safe to show (or None).
         A finished run takes no more tokens. `cancellable=False`: a token already computed
         (a draft being released) is kept even when a cancel is pending."""
-        if self.finish_reason is not None:
+        if self.finished:
             return None
         self._t_last = time.perf_counter()
         if self.constraint is not None:
