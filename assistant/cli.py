@@ -577,6 +577,7 @@ def calibrate(
 ):
     """Learn the model's AdaDec entropy threshold from HumanEval reference solutions."""
     from .calibration import calibrate as run_calibration
+    from .calibration import spread_is_wide
 
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
     service = _service(settings, quiet=as_json)
@@ -585,15 +586,19 @@ def calibrate(
     if as_json:
         _emit_json(result)
         return
+    lo, hi = result["split_spread"]
     typer.echo(
         f"{result['model']}: threshold {result['threshold']:.3f} nats "
         f"(p*={result['p_star']}, test accuracy {result['test_accuracy']:.3f}, "
-        f"{result['positions']} positions from {result['problems']} problems); stored for this GGUF"
+        f"{result['positions']} positions from {result['problems']} problems); stored for this GGUF\n"
+        f"other random 80/20 splits give {lo:.3f}-{hi:.3f} nats (10th-90th percentile)"
     )
-    if result["positions"] < 2000:  # the full 164 problems give ~10,000 for a 262k-vocabulary model
+    few = result["positions"] < 2000  # the full 164 problems give ~10,000 for a 262k-vocabulary model
+    if few or spread_is_wide(result):
+        hint = "; run without --limit to fit it on all 164 problems" if limit else ""
         typer.echo(
-            f"assistant: note: {result['positions']} positions make a noisy threshold; "
-            "run without --limit to fit it on all 164 problems",
+            f"assistant: note: the threshold is noisy ({result['positions']} positions; other splits give "
+            f"{lo:.3f}-{hi:.3f} nats){hint}",
             err=True,
         )
 

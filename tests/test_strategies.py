@@ -160,10 +160,33 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     assert res.returncode == 0, res.stderr
     fit = json.loads(res.stdout)
     assert fit["positions"] > 50 and fit["coef"] < 0 and fit["threshold"] > 0
+    lo, hi = fit["split_spread"]
+    assert 0 < lo <= hi, fit
+    text = run_cli("calibrate", "--model", str(smol_path), "--limit", "4", env=env)
+    assert text.returncode == 0 and "other random 80/20 splits give" in text.stdout, text.stdout
+    assert "note: the threshold is noisy" in text.stderr and "without --limit" in text.stderr, text.stderr
     after, _ = run(svc, req)
     assert after.stats["threshold_source"] == "calibrated"
     assert "note:" not in run_cli(*cli, env=env).stderr
     assert after.stats["adadec_threshold"] == pytest.approx(fit["threshold"], abs=1e-3)
+
+
+def test_split_spread_narrows_with_data_around_a_clear_threshold():
+    """Labels drawn from a logistic in entropy that crosses 1/2 at 1.2 nats: other splits of
+    5,000 positions agree within a narrow band around it; 80 positions scatter more widely."""
+    from assistant.calibration import fit_threshold, split_spread
+
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (5000, 80):
+        entropy = rng.uniform(0, 3, n)
+        label = rng.random(n) < 1 / (1 + np.exp(-4 * (1.2 - entropy)))
+        lo, hi = split_spread(entropy, label)
+        assert lo <= hi
+        widths.append(hi - lo)
+        if n == 5000:
+            assert 1.0 < lo and hi < 1.6 and lo <= fit_threshold(entropy, label)["threshold"] <= hi + 0.05
+    assert widths[0] < widths[1]
 
 
 def test_superposed_gives_distinct_drafts(service):
