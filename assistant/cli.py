@@ -485,7 +485,7 @@ app.add_typer(eval_app, name="eval")
 def eval_humaneval(
     strategy: StrategyOpt = None,
     option: OptionOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.", min=1)] = None,
     seed: SeedOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per problem.")] = 384,
     output: Annotated[Path | None, typer.Option("--output", help="Results JSONL (default: in the data dir).")] = None,
@@ -528,7 +528,7 @@ def eval_infill(
     kind: Annotated[str, typer.Option("--kind", help="Default cases: single, multi or both.")] = "single",
     strategy: StrategyOpt = None,
     option: OptionOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases.", min=1)] = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per case.")] = 96,
     syntax_valid: Annotated[
         bool, typer.Option("--syntax-valid", help="Apply the syntax guard to any strategy.")
@@ -570,7 +570,9 @@ def eval_infill(
 @app.command()
 def calibrate(
     model: ModelOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="Use only the first N HumanEval problems.")] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Use only the first N HumanEval problems.", min=1)
+    ] = None,
     threads: ThreadsOpt = None,
     n_gpu_layers: GpuOpt = None,
     as_json: JsonOpt = False,

@@ -76,6 +76,13 @@ class Service:
             return self._contexts[key]
 
     # -- requests ---------------------------------------------------------------------------
+    def check(self, request: Request):
+        """(strategy class, parsed options) of a request, or a UserError saying what is wrong
+        with it: lets a long job (an eval) refuse bad input before it starts."""
+        request.validate()
+        strategy_cls = self.registry.strategy(request.strategy)
+        return strategy_cls, strategy_cls.parse_options(request.options)
+
     def generate(
         self,
         request: Request,
@@ -86,11 +93,10 @@ class Service:
         progress: Callable[[str, int, int], None] | None = None,
     ) -> Iterator[Event]:
         """Run a request through its strategy, yielding events (the last one is `Done`)."""
-        request.validate()
-        strategy_cls = self.registry.strategy(request.strategy)
+        strategy_cls, options = self.check(request)
         if getattr(strategy_cls, "needs_syntax_guard", False) and request.is_infill:
             request.syntax_valid = True
-        strategy = strategy_cls(strategy_cls.parse_options(request.options))
+        strategy = strategy_cls(options)
         model = self.model(role)
         context = self.context(role)
         key = str(model.path.resolve())

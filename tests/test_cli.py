@@ -72,6 +72,7 @@ def test_complete_at_cursor(tmp_path, smol_path):
         (["generate", "x", "--model", "{tmp}/locked.gguf"], "cannot read"),
         (["generate", "x", "--strategy", "nope", "--model", "{smol}"], "unknown strategy"),
         (["generate", "x", "-o", "oops", "--model", "{smol}"], "KEY=VALUE"),
+        (["generate", "x", "-s", "sample", "--seed", "-1", "--model", "{smol}"], "seed must be >= 0"),
         (["complete", "{tmp}/missing.py", "--line", "1", "--column", "1"], "file not found"),
         (["complete", "{tmp}/notes.txt", "--line", "9", "--column", "1"], "outside"),
         (["models", "--model", "{tmp}/notes.txt"], "not a GGUF file"),

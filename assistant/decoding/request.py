@@ -65,5 +65,7 @@ class Request:
             raise UserError("top_p must be in (0, 1]")
         if not 0.0 <= self.sampling.min_p < 1.0:
             raise UserError("min_p must be in [0, 1)")
+        if self.sampling.seed is not None and self.sampling.seed < 0:
+            raise UserError("seed must be >= 0 (leave it out for a fresh random seed)")
         if self.n_indent < 0 or self.t_max_predict_ms < 0:
             raise UserError("n_indent and t_max_predict_ms must be >= 0")

@@ -78,6 +78,8 @@ def run_humaneval(
 ) -> dict:
     options = dict(options or {})
     problems = humaneval_problems()[: limit or None]
+    if problems:  # bad settings fail here, before a results file is made
+        service.check(_request(problems[0], strategy, options, seed, max_tokens))
     model = service.model()
     tag = run_tag(model.path, strategy, options, seed, max_tokens)
     out = Path(output) if output else results_path(tag)
@@ -118,8 +120,8 @@ def run_humaneval(
     return summary
 
 
-def _solve(service, prob: dict, strategy: str, options: dict, seed, max_tokens: int, timeout: float) -> dict:
-    request = Request(
+def _request(prob: dict, strategy: str, options: dict, seed, max_tokens: int) -> Request:
+    return Request(
         prompt=prob["prompt"],
         max_tokens=max_tokens,
         n_indent=1,
@@ -127,6 +129,10 @@ def _solve(service, prob: dict, strategy: str, options: dict, seed, max_tokens: 
         options=options,
         sampling=Sampling(seed=seed),
     )
+
+
+def _solve(service, prob: dict, strategy: str, options: dict, seed, max_tokens: int, timeout: float) -> dict:
+    request = _request(prob, strategy, options, seed, max_tokens)
     t0 = time.perf_counter()
     final = service.run(request)
     gen_s = time.perf_counter() - t0
