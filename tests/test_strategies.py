@@ -205,6 +205,27 @@ def test_superposed_gives_distinct_drafts(service):
     assert 0.5 * st["decode_seconds"] <= span <= st["seconds"] - st["prompt_seconds"] + 1e-3, st
 
 
+def test_strategy_set_up_is_not_counted_as_prompt_time(service, monkeypatch):
+    """superposed loads its n-gram store before the prompt; that time is `setup_seconds`, so
+    `prompt_seconds` stays the prefill's (it used to absorb the store's load)."""
+    import time as _time
+
+    import assistant.ngrams
+
+    real = assistant.ngrams.get_store
+
+    def slow_store(*args, **kwargs):
+        _time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(assistant.ngrams, "get_store", slow_store)
+    req = Request(prompt="def f(x):\n", max_tokens=3, strategy="superposed", options={"corpus": SMALL_CORPUS})
+    st, _ = run(service, req)
+    st = st.stats
+    assert st["setup_seconds"] >= 0.5 and st["prompt_seconds"] < 0.5, st
+    assert st["setup_seconds"] + st["prompt_seconds"] <= st["seconds"], st
+
+
 def test_ngram_store_rebuilt_after_an_edit_replaces_the_old_one(smol, tmp_path, monkeypatch):
     from assistant.ngrams import get_store
 

@@ -75,6 +75,7 @@ class Run:
         if self.cancel.is_set():
             self.finish("cancelled")
             return None
+        self._t_prefill = time.perf_counter()  # the strategy's set-up (an n-gram store, ...) ends here
         try:
             logits = self.context.prefill(self.seq, self.prompt_tokens)
         except Cancelled:
@@ -181,6 +182,7 @@ class Run:
         work = self.context.counters.since(self._counters0).to_dict()
         work["decode_seconds"] = work.pop("seconds")  # time inside llama_decode
         t_prompt = getattr(self, "_t_prompt", now)
+        t_prefill = min(getattr(self, "_t_prefill", t_prompt), t_prompt)
         gen_s = max(now - t_prompt, 1e-9)
         n = len(self.tokens)
         # llama.cpp's eval rate: tokens after the first over the time from the prompt's logits
@@ -192,7 +194,8 @@ class Run:
             "prompt_tokens": len(self.prompt_tokens),
             "generated_tokens": n,
             "seconds": round(now - self._t0, 6),
-            "prompt_seconds": round(t_prompt - self._t0, 6),
+            "setup_seconds": round(t_prefill - self._t0, 6),  # before the prompt: loading what the strategy needs
+            "prompt_seconds": round(t_prompt - t_prefill, 6),
             "tokens_per_second": round(n / gen_s, 3) if n else 0.0,
             "decode_tokens_per_second": round(decode_rate, 3),
             **work,
