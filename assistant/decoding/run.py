@@ -182,7 +182,7 @@ class Run:
         work = self.context.counters.since(self._counters0).to_dict()
         work["decode_seconds"] = work.pop("seconds")  # time inside llama_decode
         t_prompt = getattr(self, "_t_prompt", now)
-        t_prefill = min(getattr(self, "_t_prefill", t_prompt), t_prompt)
+        t_prefill = getattr(self, "_t_prefill", t_prompt)  # set before _t_prompt, so never later
         gen_s = max(now - t_prompt, 1e-9)
         n = len(self.tokens)
         # llama.cpp's eval rate: tokens after the first over the time from the prompt's logits

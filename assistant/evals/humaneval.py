@@ -30,10 +30,9 @@ def run_tag(model_path: Path, strategy: str, options: dict, seed: int | None, ma
 
 
 def results_path(tag: str) -> Path:
-    """The default results file of the run `tag` names, in the data dir."""
-    folder = data_dir() / "eval"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"humaneval-{tag}.jsonl"
+    """The default results file of the run `tag` names, in the data dir (`run_humaneval`
+    creates the folder, with the error a user can act on)."""
+    return data_dir() / "eval" / f"humaneval-{tag}.jsonl"
 
 
 def _load_results(out: Path, tag: str) -> dict[str, dict]:
