@@ -61,6 +61,28 @@ def test_top_k_top_p_min_p():
     assert N.argmax(N.apply_temperature(LOGITS, 0.5)) == int(np.argmax(LOGITS))
 
 
+def test_top_k_searching_only_the_chunks_with_the_largest_maxima_is_exact():
+    """Large vocabularies (a partial last chunk too), ties, masked tokens, and the k largest
+    values crowded into one chunk or spread over many: the values of a full sort."""
+    r = np.random.default_rng(7)
+    for trial in range(60):
+        n = int(r.choice([262_144, 262_147, 151_936, 49_152]))
+        x = (r.standard_normal(n) * r.choice([0.1, 3.0, 10.0])).astype(np.float32)
+        if trial % 3 == 0:
+            x[r.random(n) < 0.5] = -np.inf
+        if trial % 4 == 0:
+            x = np.round(x)  # many ties
+        if trial % 5 == 0:
+            x[100:110] += 100  # the top ten in one chunk
+        if trial % 7 == 0:
+            x[-2:] += 200  # in the last chunk, which is partial where n is no multiple of its size
+        k = int(r.integers(1, 12))
+        vals, idx = N.top_k(x, k)
+        np.testing.assert_array_equal(vals, np.sort(x)[::-1][:k])
+        np.testing.assert_array_equal(x[idx], vals)
+        assert len(set(idx.tolist())) == k
+
+
 def test_sampling_is_seeded_and_respects_masks():
     masked = N.mask_inplace(LOGITS.copy(), np.arange(LOGITS.size) % 7 == 0)
     draws = [N.sample(masked, np.random.default_rng(3)) for _ in range(3)]

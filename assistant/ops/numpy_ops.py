@@ -99,11 +99,28 @@ def logsumexp(logits) -> float:
     return float(m + np.log(np.sum(np.exp(x - m), dtype=np.float64)))
 
 
+_CHUNK = 2048  # top_k looks for a few candidates in the chunks with the largest maxima
+
+
 def top_k(logits, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The k largest logits and their token ids, best first."""
+    """The k largest logits and their token ids, best first.
+
+    For small k, only the k chunks of the vocabulary with the largest maxima are searched:
+    each of the k largest values lies in one of them (a chunk outside them would have k
+    chunks, each holding a value at least its maximum, above it). On a 262k vocabulary that
+    is ~0.1 ms instead of ~0.7 ms for a partition of the whole array."""
     x = np.asarray(logits)
-    k = max(1, min(int(k), x.shape[0]))
-    idx = np.argpartition(x, -k)[-k:] if k < x.shape[0] else np.arange(x.shape[0])
+    n = x.shape[0]
+    k = max(1, min(int(k), n))
+    if k * _CHUNK * 8 <= n:
+        full = n - n % _CHUNK
+        maxima = x[:full].reshape(-1, _CHUNK).max(axis=1)
+        chunks = np.argpartition(maxima, -k)[-k:]
+        pool = (chunks[:, None] * _CHUNK + np.arange(_CHUNK)).ravel()
+        pool = np.concatenate([pool, np.arange(full, n)])  # the last, partial chunk
+        idx = pool[np.argpartition(x[pool], -k)[-k:]]
+    else:
+        idx = np.argpartition(x, -k)[-k:] if k < n else np.arange(n)
     order = np.argsort(-x[idx], kind="stable")
     idx = idx[order]
     return x[idx], idx
