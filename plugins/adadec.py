@@ -7,10 +7,7 @@ candidate with the best length-normalised log-probability. Where batching does n
 CPU, where a k-row batch costs 2.4x a row on Gemma 3 270M; or a small model on a GPU, where
 the host work on each row's 262k logits outweighs the decode), schedule 'best-first' finds
 the same winner by branch and bound: it extends one branch at a time and drops a branch once
-even a perfect rest of its rollout could not beat a finished one. Schedule 'pipelined' decodes
-best-first's rows without waiting for them: the greedy chain runs on, and each other
-candidate's row rides along in the chain's next decode (where a 2-row decode costs about one,
-as on a GPU, a pause then costs little more than its host work). Mode 'line' is the reference's
+even a perfect rest of its rollout could not beat a finished one. Mode 'line' is the reference's
 AdaDynL: a branch's lookahead also ends where its line ends (at most L tokens), which is
 cheaper where pauses fall near the end of a line.
 
@@ -29,7 +26,6 @@ import numpy as np
 from assistant import hookimpl
 from assistant.decoding import Pause, Run, Strategy, option
 from assistant.decoding.lookahead import SCHEDULES, Seed, greedy_rollouts, pick_schedule
-from assistant.decoding.pipeline import Pipeline
 from assistant.decoding.steps import top_candidates
 
 DEFAULT_THRESHOLD = 1.0  # nats; the published thresholds for 1-8B code models lie in 0.6-1.3
@@ -51,10 +47,8 @@ class AdaDecOptions:
     schedule: str = option(
         "auto",
         "'batch': all k lookaheads in one batch per step (the reference); 'best-first': one branch "
-        "at a time, stopping once no other can win (same choice, fewer rows); 'pipelined': "
-        "best-first's rows, each riding along in a decode of the greedy chain, which runs ahead "
-        "of undecided pauses (unconstrained runs); 'auto': whichever the measured decode and host "
-        "prices on this machine make cheaper",
+        "at a time, stopping once no other can win (same choice, fewer rows); 'auto': whichever "
+        "the measured decode and host prices on this machine make cheaper",
     )
 
     def __post_init__(self):
@@ -62,8 +56,8 @@ class AdaDecOptions:
             raise ValueError("k and lookahead must be >= 1")
         if self.mode not in ("fixed", "line"):
             raise ValueError(f"mode must be 'fixed' or 'line', got {self.mode!r}")
-        if self.schedule not in ("auto", "pipelined", *SCHEDULES):
-            raise ValueError(f"schedule must be 'auto', 'batch', 'best-first' or 'pipelined', got {self.schedule!r}")
+        if self.schedule not in ("auto", *SCHEDULES):
+            raise ValueError(f"schedule must be 'auto', 'batch' or 'best-first', got {self.schedule!r}")
         if not self.lam > 0:
             raise ValueError("lam must be > 0 (it scales every score alike)")
         if str(self.threshold) != "auto":
@@ -92,34 +86,17 @@ class AdaDec(Strategy):
         )
         return DEFAULT_THRESHOLD, "default"
 
-    def can_pipeline(self, run: Run) -> bool:
-        """The pipelined schedule runs the greedy chain ahead of its pauses: the winner's
-        rollout must become the chain (reuse), and no constraint may need holding back."""
-        return run.constraint is None and self.options.reuse_lookahead
-
     def resolve_schedule(self, run: Run) -> str:
         o = self.options
-        if o.schedule == "pipelined":  # here only where it cannot run
-            why = "a constrained run" if run.constraint is not None else "reuse_lookahead=false"
-            run.notes.append(f"adadec: the pipelined schedule cannot run with {why}; used the measured cheaper one")
-        elif o.schedule != "auto":
+        if o.schedule != "auto":
             return o.schedule
-        return pick_schedule(run, o.k, o.lookahead, BEST_FIRST_WASTE, pipelined=self.can_pipeline(run))
-
-    def pipeline(self, run: Run, tau: float) -> Pipeline:
-        o = self.options
-        return Pipeline(run, tau, o.k, o.lookahead, stop_at_line_end=o.mode == "line", lam=o.lam)
+        return pick_schedule(run, o.k, o.lookahead, BEST_FIRST_WASTE)
 
     def generate(self, run: Run):
         tau, source = self.resolve_threshold(run)
-        o = self.options
         run.extra_stats.update(
-            adadec_threshold=round(tau, 4), threshold_source=source, adadec_schedule=o.schedule, pauses=0
+            adadec_threshold=round(tau, 4), threshold_source=source, adadec_schedule=self.options.schedule, pauses=0
         )
-        if o.schedule == "pipelined" and self.can_pipeline(run):  # reported from its first pause on
-            yield from self.pipeline(run, tau).generate()
-            yield run.done()
-            return
         carry: list[Seed] = []  # the next pause's greedy candidate, partly rolled out already
         try:
             yield from self._decode(run, tau, carry)
@@ -145,13 +122,9 @@ class AdaDec(Strategy):
             # pause: rerank the top-k candidates by a greedy lookahead of each
             lse, entropy = known if known is not None else ops.logsumexp_entropy(x)
             known = None
-            if schedule is None:  # the first pause: timing decodes reuse the logits buffer, so a copy
-                x = np.array(x, copy=True)
-                schedule = run.extra_stats["adadec_schedule"] = self.resolve_schedule(run)
-                if schedule == "pipelined":  # from here on; nothing is held back yet
-                    yield from self.pipeline(run, tau).resume(x, (lse, entropy))
-                    return
             cands, logprobs = top_candidates(ops, x, o.k, lse)
+            if schedule is None:  # after the last read of x: timing decodes reuse the logits buffer
+                schedule = run.extra_stats["adadec_schedule"] = self.resolve_schedule(run)
             seed = carry.pop() if carry else None
             if seed is not None and seed.candidate not in cands:
                 seed.fork.release()
@@ -165,7 +138,7 @@ class AdaDec(Strategy):
                 stop_at_line_end=o.mode == "line",
                 seed=seed,
                 schedule=schedule,
-                keep_logits_above=tau,  # the next pause's distribution is all reuse needs again
+                keep_logits_above=tau,  # reuse needs a distribution again only where it pauses
             )
             try:
                 scores = [o.lam * b.score for b in branches]  # a pruned branch's is a bound below the best

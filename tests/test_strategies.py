@@ -135,65 +135,8 @@ def test_adadec_auto_schedule_weighs_measured_prices(service):
     assert cheaper_schedule(24.0, 49.0, 1.0, k=3, length=5, best_first_waste=1.7) == "best-first"
     assert cheaper_schedule(1.06, 1.31, 0.6, k=3, length=5, best_first_waste=1.7) == "best-first"
     assert cheaper_schedule(10.0, 10.5, 0.15, k=3, length=5, best_first_waste=1.7) == "batch"
-    # where the run can be pipelined, a 2-row decode's price decides: not on 2 CPU cores (a
-    # second row costs 0.65-1.0 of one), clearly on a GPU (it costs next to nothing)
-    for c2 in (44.0, 48.0):
-        assert cheaper_schedule(24.0, 49.0, 1.0, k=3, length=5, best_first_waste=1.7, c2=c2) == "best-first"
-    assert cheaper_schedule(1.06, 1.31, 0.6, k=3, length=5, best_first_waste=1.7, c2=1.1) == "pipelined"
-    assert cheaper_schedule(10.0, 10.5, 0.15, k=3, length=5, best_first_waste=1.7, c2=10.2) == "pipelined"
     done, _ = run(service, Request(prompt="x = ", max_tokens=2, strategy="adadec", options={"threshold": "0"}))
-    assert done.stats["adadec_schedule"] in ("batch", "best-first", "pipelined")
-
-
-def test_adadec_pipelined_finds_best_first_winners_in_fewer_passes(service):
-    """The greedy chain runs ahead of undecided pauses and the other candidates' rows ride
-    along in its decodes: best-first's choices (compared up to the first fragile decision),
-    fewer forward passes. A pause another candidate wins rolls the chain back to it (the
-    prompts below have one, by a clear margin, in their first tokens); a stop string ends the
-    run in the middle of held-back tokens."""
-    model = service.model()
-    tau, n = 0.5, 16
-    for prompt in ("# a list of fruits\nfruits = [", "for i in range(10):\n", "import os\nimport sys\n\n"):
-        done, pauses = {}, {}
-        for schedule in ("best-first", "pipelined"):
-            req = Request(
-                prompt=prompt, max_tokens=n, strategy="adadec", ignore_eos=True,
-                options={"threshold": str(tau), "schedule": schedule},
-            )  # fmt: skip
-            done[schedule], events = run(service, req)
-            pauses[schedule] = [e for e in events if isinstance(e, Pause)]
-            assert done[schedule].stats["adadec_schedule"] == schedule
-        pipe = done["pipelined"]
-        stable = first_fragile(pauses["best-first"] + pauses["pipelined"], tau, default=n)
-        assert done["best-first"].tokens[:stable] == pipe.tokens[:stable], prompt
-        assert pipe.stats["forward_passes"] < done["best-first"].stats["forward_passes"], prompt
-        assert pipe.stats["paired_rows"] > 0 and pipe.stats["pauses"] == len(pauses["pipelined"])
-        for p in pauses["pipelined"]:  # each decision is best-first's, and its winner is the text
-            assert p.chosen not in p.pruned and all(p.scores[i] < p.scores[p.chosen] for i in p.pruned)
-            before = b"".join(model.piece(t) for t in pipe.tokens[: p.position]).decode("utf-8", "replace")
-            assert pipe.text[len(before) :].startswith(p.candidates[p.chosen])
-        won = [p for p in pauses["pipelined"] if p.chosen != 0 and p.position < stable]
-        assert won and pipe.stats["rollbacks"] >= 1, (prompt, stable, pauses)
-    text = pipe.text  # the last prompt's: stop it at its 8th token's text
-    stop = model.piece(pipe.tokens[7]).decode("utf-8", "replace")
-    assert stop.strip() and text.find(stop) > 0
-    stopped = Request(
-        prompt="import os\nimport sys\n\n", max_tokens=n, strategy="adadec", stop=[stop], ignore_eos=True,
-        options={"threshold": str(tau), "schedule": "pipelined"},
-    )  # fmt: skip
-    done, _ = run(service, stopped)
-    assert done.finish_reason == "stop" and done.text == text[: text.find(stop)]
-
-
-def test_adadec_pipelined_needs_an_unconstrained_run(service):
-    model = service.model()
-    allowed = sorted({t for w in ("0", "1", " 0", " 1", ",") for t in model.tokenize(w)})
-    options = {"schedule": "pipelined", "threshold": "0"}  # pause at every step
-    req = Request(prompt="bits = [1, 0, ", max_tokens=6, strategy="adadec", options=options)
-    done, _ = run(service, req, constraint=AllowedTokens(model.n_vocab, allowed))
-    assert set(done.tokens) <= set(allowed)
-    assert done.stats["adadec_schedule"] != "pipelined"
-    assert any("pipelined schedule cannot run with a constrained run" in n for n in done.stats.get("notes", []))
+    assert done.stats["adadec_schedule"] in ("batch", "best-first")
 
 
 def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
@@ -337,14 +280,12 @@ def test_every_strategy_respects_a_token_mask(service, strategy):
     assert set(done.tokens) <= set(allowed), (strategy, done.tokens)
 
 
-@pytest.mark.parametrize("strategy", [*sorted(get_registry().strategies()), "adadec:pipelined"])
+@pytest.mark.parametrize("strategy", sorted(get_registry().strategies()))
 def test_every_strategy_ends_cleanly_when_its_decode_is_aborted(service, strategy):
     """An abort (Ctrl-C, a newer keystroke) may land in any decode, a lookahead's included:
     the run still ends with its text so far and finish_reason 'cancelled', never an error."""
-    strategy, _, schedule = strategy.partition(":")
     options = {"corpus": SMALL_CORPUS} if strategy == "superposed" else {}
     options |= {"threshold": "0"} if strategy == "adadec" else {}  # pause at every step
-    options |= {"schedule": schedule} if schedule else {}
     infill = {"suffix": "\n"} if strategy == "grammar-infill" else {}
     req = Request(prompt="def long_function():\n", max_tokens=400, strategy=strategy, options=options, **infill)
     req.ignore_eos = True
@@ -437,8 +378,7 @@ def test_bench_strategies_json(smol_path):
     assert obj["speculative_repetitive"]["speedup"] > 0
     ada = obj["adadec_analysis"]
     assert 0 <= ada["pause_rate"] <= 1 and ada["k_row_batch_vs_step"] > 0 and ada["batch_floor_vs_greedy"] > 0
-    assert ada["schedule"] in ("batch", "best-first", "pipelined") and ada["batch_time_vs_greedy"] > 0
-    assert ada["pipelined_time_vs_greedy"] > 0 and ada["pipelined_paired_rows"] >= 0
+    assert ada["schedule"] in ("batch", "best-first") and ada["batch_time_vs_greedy"] > 0
     assert ada["line_mode_time_vs_greedy"] > 0 and ada["line_mode_pauses"] >= 0
     assert obj["grammar-infill_infill"]["time_vs_greedy_infill"] > 0
     grammar = obj["grammar"]

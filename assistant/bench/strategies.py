@@ -7,7 +7,7 @@ the same run, with forward passes and tokens evaluated. Extra rows answer the go
 - `speculative_repetitive`: tok/s of speculative over greedy on a file that repeats itself,
 - `grammar`: per-token cost of applying a constraint mask, as a fraction of a decode step,
 - `adadec_analysis`: the schedule auto chose, pause rate, passes spent per pause, price of a
-  k-row batch and the floor it sets for the batched schedule, and the batched, pipelined and
+  k-row batch and the floor it sets for the batched schedule, and the batched and
   dynamic-length ('line') variants timed against greedy.
 """
 
@@ -193,13 +193,7 @@ def _adadec_analysis(service: Service, results: dict, n_tokens: int, rounds: int
         return fn
 
     batch = _ratio_to_greedy(service, rounds, n_tokens, timed("batch", {"schedule": "batch"}))
-    pipelined = _ratio_to_greedy(service, rounds, n_tokens, timed("pipelined", {"schedule": "pipelined"}))
     line = _ratio_to_greedy(service, rounds, n_tokens, timed("line", {"mode": "line"}))
-    c1, c2 = ctx.output_cost(1, repeats=5), ctx.output_cost(2, repeats=5)
-
-    def total(name: str, key: str) -> int:
-        return sum(r["stats"].get(key, 0) for r in variants[name])
-
     return {
         "schedule": row["schedule"],
         "pause_rate": round(pause_rate, 4),
@@ -208,15 +202,9 @@ def _adadec_analysis(service: Service, results: dict, n_tokens: int, rounds: int
         "batch_floor_vs_greedy": round(1 + pause_rate * o.lookahead * (row_ratio - 1), 4),
         "batch_pause_rate_for_1_3x": round(0.3 / (o.lookahead * max(row_ratio - 1, 1e-9)), 4),
         "batch_time_vs_greedy": round(batch, 4),
-        "batch_tokens_evaluated": total("batch", "tokens_evaluated"),
-        "two_row_decode_vs_step": round(c2 / c1, 4),
-        "pipelined_time_vs_greedy": round(pipelined, 4),
-        "pipelined_forward_passes": total("pipelined", "forward_passes"),
-        "pipelined_tokens_evaluated": total("pipelined", "tokens_evaluated"),
-        "pipelined_paired_rows": total("pipelined", "paired_rows"),
-        "pipelined_rollbacks": total("pipelined", "rollbacks"),
+        "batch_tokens_evaluated": sum(r["stats"]["tokens_evaluated"] for r in variants["batch"]),
         "line_mode_time_vs_greedy": round(line, 4),
-        "line_mode_pauses": total("line", "pauses"),
+        "line_mode_pauses": sum(r["stats"].get("pauses", 0) for r in variants["line"]),
     }
 
 

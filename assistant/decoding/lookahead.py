@@ -25,7 +25,7 @@ class Branch:
     tokens: list[int] = field(default_factory=list)  # greedy continuation after `first`
     logprobs: list[float] = field(default_factory=list)
     entropies: list[float] = field(default_factory=list)  # of the distribution each token came from
-    logits: list[np.ndarray | None] = field(default_factory=list)  # copies: after first, tokens[0], ...
+    logits: list[np.ndarray | None] = field(default_factory=list)  # copies (see keep_logits_above)
     finished: bool = False
     text: str = ""
     max_length: int = 0  # lookahead length L: the rollout stops after this many tokens
@@ -68,37 +68,7 @@ class Seed:
         return self.source.tokens[self.at]
 
 
-SCHEDULES = ("batch", "best-first")  # what `greedy_rollouts` runs; adadec adds 'pipelined'
-
-
-def branch_finishes(model, b: Branch, stop_unindented: bool, stop_at_line_end: bool) -> bool:
-    """Whether the token just added ends the branch: end of generation, (for code) a
-    continuation that starts an unindented line, or (AdaDynL) the end of its line."""
-    return (
-        model.is_eog(b.tokens[-1])
-        or (stop_unindented and _unindented_line(b.text))
-        or (stop_at_line_end and b.text.endswith("\n"))
-    )
-
-
-def extend_branch(
-    run: Run,
-    b: Branch,
-    logits: np.ndarray,
-    stop_unindented: bool,
-    stop_at_line_end: bool,
-    keep_above: float = -np.inf,
-) -> int:
-    """Add the greedy token of `logits` to `b`; returns it. The branch keeps a copy of the
-    logits only where their entropy reaches `keep_above`: a caller that reuses a rollout
-    needs a distribution again only where it will pause (copying 1 MB a row is not free)."""
-    ops = run.ops
-    tok = ops.argmax(logits)
-    lse, entropy = ops.logsumexp_entropy(logits)
-    kept = np.array(logits, copy=True) if entropy >= keep_above else None
-    b.add(tok, float(logits[tok]) - lse, entropy, kept, run.model.piece(tok).decode("utf-8", "replace"))
-    b.finished = branch_finishes(run.model, b, stop_unindented, stop_at_line_end)
-    return tok
+SCHEDULES = ("batch", "best-first")
 
 
 def greedy_rollouts(
@@ -120,8 +90,10 @@ def greedy_rollouts(
     A branch finishes at an end-of-generation token, (for code) when its continuation starts
     an unindented line, and with `stop_at_line_end` once its text ends a line (AdaDec's
     dynamic-length lookahead). A `seed` branch starts from its known tokens and is decoded
-    only for the steps still missing. A branch keeps each row's logits only where their
-    entropy reaches `keep_logits_above` (`Branch.logits` holds None elsewhere).
+    only for the steps still missing. A branch keeps a copy of a row's logits only where
+    their entropy reaches `keep_logits_above` (`Branch.logits` holds None elsewhere): a
+    caller that reuses a rollout needs a distribution again only where it will pause, and
+    copying 1 MB a row (Gemma 3's 262k vocabulary) is not free.
 
     Schedules, for a caller that keeps the branch with the best length-normalised
     log-probability (`Branch.score`):
@@ -134,8 +106,7 @@ def greedy_rollouts(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    rollouts = _Rollouts(run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed)
-    rollouts.keep_above = keep_logits_above
+    rollouts = _Rollouts(run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed, keep_logits_above)
     try:
         if schedule == "batch":
             rollouts.run_batched()
@@ -170,55 +141,35 @@ def host_row_cost(run: Run) -> float:
     return cache[run.ops.name]
 
 
-def pick_schedule(run: Run, k: int, length: int, best_first_waste: float, *, pipelined: bool = False) -> str:
-    """'batch', 'best-first' or (where the caller can run it) 'pipelined', whichever
-    `cheaper_schedule` finds cheaper with this context's measured decode prices and this
-    backend's host price per row."""
+def pick_schedule(run: Run, k: int, length: int, best_first_waste: float) -> str:
+    """'batch' or 'best-first', whichever `cheaper_schedule` finds cheaper with this
+    context's measured decode prices and this backend's host price per row."""
     ctx = run.context  # decode prices measured once per context
     c1, ck = ctx.output_cost(1), ctx.output_cost(k)
-    c2 = ctx.output_cost(2) if pipelined else None
-    if not all(np.isfinite(c) for c in (c1, ck, c2 if c2 is not None else 0.0)):
+    if not (np.isfinite(c1) and np.isfinite(ck)):
         return "best-first"
-    return cheaper_schedule(c1, ck, host_row_cost(run), k, length, best_first_waste, c2=c2)
+    return cheaper_schedule(c1, ck, host_row_cost(run), k, length, best_first_waste)
 
 
-# The pipelined schedule decodes a few rows more than best-first (the greedy chain's rows past
-# a pause another candidate wins): 134 against 129 rows for 25 pauses on the bench prompts.
-PIPELINE_EXTRA_ROWS = 0.2  # a pause
-# Pipelined is taken only where its modelled price is clearly lower: its figures come from two
-# prompts, and its 2-row decodes round differently from best-first's 1-row ones (§0 of the
-# design notes), so its choices at near-ties can differ.
-PIPELINE_MARGIN = 0.8
-
-
-def cheaper_schedule(
-    c1: float, ck: float, host: float, k: int, length: int, best_first_waste: float, *, c2: float | None = None
-) -> str:
-    """Extra seconds a pause costs over greedy; every schedule reuses the winner's rollout as
+def cheaper_schedule(c1: float, ck: float, host: float, k: int, length: int, best_first_waste: float) -> str:
+    """Extra seconds a pause costs over greedy; both schedules reuse the winner's rollout as
     greedy steps. Batch pays, per lookahead step, a k-row decode (ck) over a 1-row one (c1)
     and the host work of k-1 extra rows; best-first pays the rows it spends on candidates
-    that lose (`best_first_waste` a pause, measured), each a 1-row decode plus host work.
-    Pipelined (considered where `c2`, a 2-row decode's price, is given) pays for the same
-    rows only what a second row adds to a decode of the greedy chain, plus its extra rows."""
+    that lose (`best_first_waste` a pause, measured), each a 1-row decode plus host work."""
     batch = length * ((ck - c1) + (k - 1) * host)
     best_first = best_first_waste * (c1 + host)
-    choice, price = ("batch", batch) if batch <= best_first else ("best-first", best_first)
-    if c2 is not None:
-        pipelined = best_first_waste * (max(c2 - c1, 0.0) + host) + PIPELINE_EXTRA_ROWS * (c1 + host)
-        if pipelined < PIPELINE_MARGIN * price:
-            choice = "pipelined"
-    return choice
+    return "batch" if batch <= best_first else "best-first"
 
 
 class _Rollouts:
     """The branches of one lookahead, their forks (made when first decoded) and constraints."""
 
-    def __init__(self, run: Run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed):
+    def __init__(self, run: Run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed, keep_above):
         if seed is not None and (run.constraint is not None or seed.candidate not in candidates):
             raise ValueError("a seed needs an unconstrained run and one of the candidates")
         self.run, self.length = run, length
         self.stop_unindented, self.stop_at_line_end = stop_unindented, stop_at_line_end
-        self.keep_above = -np.inf
+        self.keep_above = keep_above
         self.branches = [Branch(c, lp, max_length=length) for c, lp in zip(candidates, logprobs, strict=True)]
         self.forks: list[Sequence | None] = [None] * len(candidates)
         self.constraints = [run.constraint.fork() if run.constraint is not None else None for _ in candidates]
@@ -240,7 +191,11 @@ class _Rollouts:
                     b.finished = self._finishes(b)
 
     def _finishes(self, b: Branch) -> bool:
-        return branch_finishes(self.run.model, b, self.stop_unindented, self.stop_at_line_end)
+        return (
+            self.run.model.is_eog(b.tokens[-1])
+            or (self.stop_unindented and _unindented_line(b.text))
+            or (self.stop_at_line_end and b.text.endswith("\n"))
+        )
 
     def run_batched(self) -> None:
         for step in range(self.length):
@@ -279,7 +234,11 @@ class _Rollouts:
             allowed = con.allowed() if con is not None else None
             if allowed is not None:
                 logits = ops.masked(logits, allowed)
-            tok = extend_branch(run, b, logits, self.stop_unindented, self.stop_at_line_end, self.keep_above)
+            tok = ops.argmax(logits)
+            lse, entropy = ops.logsumexp_entropy(logits)
+            kept = np.array(logits, copy=True) if entropy >= self.keep_above else None  # the view dies next decode
+            b.add(tok, float(logits[tok]) - lse, entropy, kept, run.model.piece(tok).decode("utf-8", "replace"))
+            b.finished = self._finishes(b)
             if not b.done and con is not None:
                 con.advance(tok)
 
