@@ -193,6 +193,8 @@ def calibrate(service, *, limit: int | None = None, progress: Callable[[int, int
     context = service.context()
     problems = humaneval_problems()[: limit or None]
     ents, labels = [], []
+    if progress:
+        progress(0, len(problems))
     for i, (e, r) in enumerate(teacher_force(model, context, problems)):
         ents.append(e)
         labels.append(r)

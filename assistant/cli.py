@@ -625,7 +625,9 @@ class _WorkProgress:
 
 
 class _progress_bar:
-    """A rich progress bar on stderr; yields advance(done, total)."""
+    """A rich progress bar on stderr; yields advance(done, total). The bar appears at the first
+    advance, so a job that refuses its input first shows the error alone (jobs report 0 of N
+    once their input is checked)."""
 
     def __init__(self, label: str, enabled: bool = True):
         self.label = label
@@ -635,20 +637,23 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return lambda done, total: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._progress = Progress(
-            TextColumn(self.label),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self._progress.start()
-        task = self._progress.add_task(self.label, total=None)
+        task = None
 
         def advance(done: int, total: int) -> None:
+            nonlocal task
+            if self._progress is None:
+                from rich.console import Console
+                from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+                self._progress = Progress(
+                    TextColumn(self.label, markup=False),  # a label like "humaneval [adadec]" is no markup
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeRemainingColumn(),
+                    console=Console(stderr=True),
+                )
+                self._progress.start()
+                task = self._progress.add_task(self.label, total=total)
             self._progress.update(task, completed=done, total=total)
 
         return advance

@@ -84,3 +84,7 @@ def test_complete_syntax_valid_flag_and_eval_infill(tmp_path):
             "seconds_per_case",
         }
     assert out["nonempty_valid_rate"] == 1.0  # grammar-infill: valid and non-empty
+    # a bad option is refused before any case runs: the error alone, without a progress bar
+    bad = run_cli("eval", "infill", "--cases", str(cases), "-s", "grammar-infill", "-o", "nosuch=1")
+    assert bad.returncode == 2 and "has no option 'nosuch'" in bad.stderr, bad.stderr
+    assert "infill [" not in bad.stderr and "Traceback" not in bad.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 
 import numpy as np
@@ -163,6 +164,7 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     lo, hi = fit["split_spread"]
     assert 0 < lo <= hi, fit
     text = run_cli("calibrate", "--model", str(smol_path), "--limit", "4", env=env)
+    assert "teacher-forcing HumanEval solutions" in text.stderr and "4/4" in text.stderr, text.stderr
     assert text.returncode == 0 and "other random 80/20 splits give" in text.stdout, text.stdout
     assert "note: the threshold is noisy" in text.stderr and "without --limit" in text.stderr, text.stderr
     after, _ = run(svc, req)
@@ -354,6 +356,7 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     for bad in (["--seed", "-1"], ["-s", "adadec", "-o", "k=0"], ["--limit", "0"]):
         res = run_cli("eval", "humaneval", "--model", str(smol_path), "--output", str(fresh), *bad)
         assert res.returncode == 2 and "Traceback" not in res.stderr, (bad, res.stderr)
+        assert not re.search(r"humaneval \[[a-z-]+\]", res.stderr), (bad, res.stderr)  # no empty progress bar
         assert not fresh.exists(), bad
 
 

@@ -90,6 +90,8 @@ def run_humaneval(
     except OSError as e:
         raise UserError(f"cannot write the results file {out}: {e.strerror or e}") from None
     with fh:
+        if progress:
+            progress(0, len(problems))
         for i, prob in enumerate(problems):
             if prob["task_id"] not in done:
                 record = {**_solve(service, prob, strategy, options, seed, max_tokens, timeout), "run": tag}

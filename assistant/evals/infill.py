@@ -93,11 +93,10 @@ def run_infill_eval(
     syntax_valid: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    rows = []
-    for n, case in enumerate(cases, 1):
+    def request(case: dict) -> Request:
         # single-line holes stop at the end of the line, as single-line infilling benchmarks do
         single = "\n" not in case["middle"].strip("\n")
-        req = Request(
+        return Request(
             prompt=case["prefix"],
             suffix=case["suffix"],
             max_tokens=max_tokens,
@@ -107,6 +106,14 @@ def run_infill_eval(
             syntax_valid=syntax_valid,
             stop=["\n"] if single else [],
         )
+
+    if cases:  # bad settings fail here, before any case runs
+        service.check(request(cases[0]))
+    if progress:
+        progress(0, len(cases))
+    rows = []
+    for n, case in enumerate(cases, 1):
+        req = request(case)
         t0 = time.perf_counter()
         final = service.run(req)
         seconds = time.perf_counter() - t0
