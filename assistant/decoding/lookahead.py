@@ -236,7 +236,9 @@ class _Rollouts:
                 logits = ops.masked(logits, allowed)
             tok = ops.argmax(logits)
             lse, entropy = ops.logsumexp_entropy(logits)
-            kept = np.array(logits, copy=True) if entropy >= self.keep_above else None  # the view dies next decode
+            kept = None
+            if entropy >= self.keep_above:  # a masked array is the branch's own; the view dies next decode
+                kept = logits if allowed is not None else np.array(logits, copy=True)
             b.add(tok, float(logits[tok]) - lse, entropy, kept, run.model.piece(tok).decode("utf-8", "replace"))
             b.finished = self._finishes(b)
             if not b.done and con is not None:
