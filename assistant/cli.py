@@ -500,8 +500,7 @@ def eval_humaneval(
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
     service = _service(settings, quiet=as_json)
     name = strategy or settings.strategy
-    service.registry.strategy(name)  # fail fast on a typo
-    with _progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:
+    with _progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:  # run_humaneval checks first
         summary = run_humaneval(
             service,
             strategy=name,
