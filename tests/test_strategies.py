@@ -383,6 +383,9 @@ def test_bench_strategies_json(smol_path):
     assert 0 <= ada["pause_rate"] <= 1 and ada["k_row_batch_vs_step"] > 0 and ada["batch_floor_vs_greedy"] > 0
     assert ada["schedule"] in ("batch", "best-first") and ada["batch_time_vs_greedy"] > 0
     assert ada["line_mode_time_vs_greedy"] > 0 and ada["line_mode_pauses"] >= 0
+    he = ada["humaneval_prompts"]
+    assert he["prompts"] == 8 and he["time_vs_greedy"] > 0 and 0 <= he["pause_rate"] <= 1
+    assert he["forward_passes"] >= he["greedy_forward_passes"] >= 8 * 4  # a pass per greedy token at least
     assert obj["grammar-infill_infill"]["time_vs_greedy_infill"] > 0
     grammar = obj["grammar"]
     assert grammar["tokens"] > 0 and grammar["mask_apply_ms"] > 0 and grammar["overhead_vs_step"] > 0

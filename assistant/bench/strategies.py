@@ -7,8 +7,9 @@ the same run, with forward passes and tokens evaluated. Extra rows answer the go
 - `speculative_repetitive`: tok/s of speculative over greedy on a file that repeats itself,
 - `grammar`: per-token cost of applying a constraint mask, as a fraction of a decode step,
 - `adadec_analysis`: the schedule auto chose, pause rate, passes spent per pause, price of a
-  k-row batch and the floor it sets for the batched schedule, and the batched and
-  dynamic-length ('line') variants timed against greedy.
+  k-row batch and the floor it sets for the batched schedule, the batched and
+  dynamic-length ('line') variants timed against greedy, and adadec against greedy on the
+  first HumanEval prompts (`humaneval_prompts`: another workload, another pause rate).
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def run_strategies_bench(
         }
     if "adadec" in results:
         note("adadec: dynamic lookahead and cost floor")
-        extra["adadec_analysis"] = _adadec_analysis(service, results, n_tokens, rounds)
+        extra["adadec_analysis"] = _adadec_analysis(service, results, n_tokens, rounds, note)
     for name in infill_only:
         note(f"{name} vs greedy on infill")
         extra[f"{name}_infill"] = _infill_row(service, name, n_tokens)
@@ -172,12 +173,13 @@ def _ratio_to_greedy(service: Service, rounds: int, n_tokens: int, fn: Callable[
     return float(np.median(ratios))
 
 
-def _adadec_analysis(service: Service, results: dict, n_tokens: int, rounds: int) -> dict:
+def _adadec_analysis(service: Service, results: dict, n_tokens: int, rounds: int, note: Callable[[str], None]) -> dict:
     """Why adadec costs what it costs here. The batched schedule runs L k-row decodes a pause;
     at best all L lookahead tokens are reused as greedy steps, so no batched implementation
     beats 1 + pause_rate * L * (cost(k) / cost(1) - 1). Best-first pays instead the passes
     spent on candidates that lose. Also times the batched schedule and the reference's
-    dynamic-length variant (mode 'line', AdaDynL) on the same prompts."""
+    dynamic-length variant (mode 'line', AdaDynL) on the same prompts, and adadec on
+    HumanEval prompts, where the pause rate differs."""
     o = service.registry.strategies()["adadec"].Options()  # its defaults: k, L
     ctx = service.context()
     row_ratio = ctx.output_cost(o.k, repeats=5) / ctx.output_cost(1, repeats=5)
@@ -194,6 +196,7 @@ def _adadec_analysis(service: Service, results: dict, n_tokens: int, rounds: int
 
     batch = _ratio_to_greedy(service, rounds, n_tokens, timed("batch", {"schedule": "batch"}))
     line = _ratio_to_greedy(service, rounds, n_tokens, timed("line", {"mode": "line"}))
+    note("adadec on HumanEval prompts")
     return {
         "schedule": row["schedule"],
         "pause_rate": round(pause_rate, 4),
@@ -205,6 +208,40 @@ def _adadec_analysis(service: Service, results: dict, n_tokens: int, rounds: int
         "batch_tokens_evaluated": sum(r["stats"]["tokens_evaluated"] for r in variants["batch"]),
         "line_mode_time_vs_greedy": round(line, 4),
         "line_mode_pauses": sum(r["stats"].get("pauses", 0) for r in variants["line"]),
+        "humaneval_prompts": _adadec_on_humaneval(service, n_tokens),
+    }
+
+
+HUMANEVAL_PROMPTS = 8
+
+
+def _adadec_on_humaneval(service: Service, n_tokens: int) -> dict:
+    """adadec against greedy on the first HumanEval prompts (each continued for n_tokens, as
+    the main rows): how much the pause rate, and with it the cost, depends on the workload.
+    Each prompt is timed greedy, adadec, greedy; the ratio is the adadec total over the mean
+    greedy total."""
+    from ..calibration import humaneval_problems
+
+    prompts = [p["prompt"] for p in humaneval_problems()[:HUMANEVAL_PROMPTS]]
+    greedy_s = adadec_s = 0.0
+    greedy_passes = adadec_passes = pauses = tokens = 0
+    for prompt in prompts:
+        before = _run(service, prompt, "greedy", n_tokens)
+        ada = _run(service, prompt, "adadec", n_tokens)
+        after = _run(service, prompt, "greedy", n_tokens)
+        greedy_s += (before["seconds"] + after["seconds"]) / 2
+        adadec_s += ada["seconds"]
+        greedy_passes += before["stats"]["forward_passes"]
+        adadec_passes += ada["stats"]["forward_passes"]
+        pauses += ada["stats"].get("pauses", 0)
+        tokens += ada["tokens"]
+    return {
+        "prompts": len(prompts),
+        "time_vs_greedy": round(adadec_s / greedy_s, 4),
+        "forward_passes": adadec_passes,
+        "greedy_forward_passes": greedy_passes,
+        "pause_rate": round(pauses / max(1, tokens), 4),
+        "extra_passes_per_pause": round((adadec_passes - greedy_passes) / max(1, pauses), 3),
     }
 
 
