@@ -24,6 +24,7 @@ import numpy as np
 from assistant import hookimpl
 from assistant.decoding import Drafts, Run, Strategy, option
 from assistant.errors import Cancelled, ContextOverflow, PluginError
+from assistant.ops import numpy_ops
 
 
 @dataclass
@@ -126,15 +127,16 @@ class Superposed(Strategy):
     def _step(self, run, o, store, ops, logits, alive):
         """Score (draft, token) pairs on the shared distribution; returns (alive, finished)."""
         model = run.model
-        x = ops.to_numpy(logits).astype(np.float32) / np.float32(o.temp)
+        x = ops.to_numpy(logits)
         masks = [d.constraint.allowed() for d in alive if d.constraint is not None]
         masks = [np.asarray(m) for m in masks if m is not None]
         if masks:  # draw the shared candidates from tokens some draft may take
+            x = np.array(x, dtype=np.float32)
             x[~np.logical_or.reduce(masks)] = -np.inf
-        n = min(o.n_token_sample, x.shape[0])
-        top = np.argpartition(x, -n)[-n:]
-        top = top[np.argsort(-x[top], kind="stable")]
-        logp = x[top].astype(np.float64)
+        # the temperature keeps the order, so only the candidates need it (a pass over the
+        # whole vocabulary, and a partition of it, cost ~1 ms a step on 262k logits)
+        values, top = numpy_ops.top_k(x, o.n_token_sample)
+        logp = (values.astype(np.float32) / np.float32(o.temp)).astype(np.float64)
         logp = logp - (np.max(logp) + np.log(np.sum(np.exp(logp - np.max(logp)))))
         pairs = []
         context = list(run.prompt_tokens[-8:])
