@@ -37,6 +37,12 @@ class SpeculativeOptions:
     tie_margin: float = option(0.1, "a verified top-2 logit gap below this is re-decoded singly (exactness)")
     free_batch: bool = option(False, "assume extra batch tokens cost nothing (as on a GPU) instead of measuring")
     prior_acceptance: float = option(0.6, "acceptance assumed for 1-gram matches before any check (longer: higher)")
+    exact: bool = option(
+        False,
+        "verify only in batch sizes whose logits match one-token decodes bit for bit on this model "
+        "and build, so the output is greedy's exactly (where llama.cpp's batched kernels round "
+        "differently, e.g. Gemma 3 Q4_K_M on AVX2, that leaves few sizes and little speed-up)",
+    )
 
     def __post_init__(self):
         if not 1 <= self.min_ngram <= self.max_ngram or self.max_draft < 1:
@@ -51,15 +57,17 @@ class NgramLookup:
     def __init__(self, nmin: int, nmax: int):
         self.nmin, self.nmax = nmin, nmax
         self.maps: dict[int, dict[tuple, int]] = {n: {} for n in range(nmin, nmax + 1)}
+        self.older: dict[int, dict[tuple, int]] = {n: {} for n in range(nmin, nmax + 1)}
         self.hist: list[int] = []
         self.follow: int | None = None  # index in hist of what followed the previous occurrence
+        self.follow2: int | None = None  # ... and the occurrence before that
         self.matched = 0  # length of the n-gram that matched
 
     def extend(self, tokens) -> None:
         for t in tokens:
             self.hist.append(t)
             length = len(self.hist)
-            self.follow = None
+            self.follow = self.follow2 = None
             self.matched = 0
             for n in range(self.nmax, self.nmin - 1, -1):
                 if length < n:
@@ -67,13 +75,26 @@ class NgramLookup:
                 key = tuple(self.hist[length - n :])
                 prev = self.maps[n].get(key)
                 self.maps[n][key] = length
+                before = self.older[n].get(key)
+                if prev is not None:
+                    self.older[n][key] = prev
                 if prev is not None and self.follow is None:
-                    self.follow, self.matched = prev, n
+                    self.follow, self.matched, self.follow2 = prev, n, before
 
     def draft(self, k: int) -> list[int]:
         if self.follow is None or k <= 0:
             return []
         return self.hist[self.follow : self.follow + k]
+
+    def agreement(self, k: int) -> int:
+        """How many tokens the two latest earlier occurrences' continuations share (0 with only
+        one earlier occurrence)."""
+        if self.follow is None or self.follow2 is None:
+            return 0
+        a, b, h, n = self.follow, self.follow2, self.hist, 0
+        while n < k and a + n < len(h) and b + n < len(h) and h[a + n] == h[b + n]:
+            n += 1
+        return n
 
 
 _SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24)
@@ -101,15 +122,22 @@ class DraftPolicy:
         # a longer matching n-gram predicts its continuation better: prior 1 - (1 - prior) / n
         self.first = {n: 1 - (1 - prior) / n for n in range(1, nmax + 1)}
         self.next = dict(self.first)
+        self.inside = dict(self.first)  # next-token rate where both earlier copies agree
         self.max_draft = max_draft
         self.costs = costs
 
-    def expected_tokens(self, matched: int, d: int) -> float:
-        """Tokens a verify of a d-token draft yields: 1 + a1 * (1 + a2 + ... + a2^(d-1))."""
-        a1, a2 = self.first.get(matched, 0.0), self.next.get(matched, 0.0)
-        return 1 + a1 * sum(a2**i for i in range(d))
+    def expected_tokens(self, matched: int, d: int, agree: int = 0) -> float:
+        """Tokens a verify of a d-token draft yields: 1 + a1 * (1 + q2 + q2 q3 + ...), where
+        q_j is the rate inside the span the two latest copies agree on (j < agree), else a2."""
+        a1, a2, inside = self.first.get(matched, 0.0), self.next.get(matched, 0.0), self.inside.get(matched, 0.0)
+        total, survive = 1.0, a1
+        for j in range(d):
+            if j > 0:
+                survive *= inside if j < agree else a2
+            total += survive
+        return total
 
-    def length(self, matched: int, available: int) -> int:
+    def length(self, matched: int, available: int, agree: int = 0) -> int:
         """Drafts are sized so that the verify batch (draft + 1) is a measured size: the cost
         curve has steps (kernel tiles, padding) that interpolation would miss."""
         limit = min(self.max_draft, available)
@@ -118,21 +146,25 @@ class DraftPolicy:
             d = rows - 1
             if d < 1 or d > limit:
                 continue
-            rate = self.expected_tokens(matched, d) / self.costs[rows]
+            rate = self.expected_tokens(matched, d, agree) / self.costs[rows]
             if rate > best_rate:
                 best_d, best_rate = d, rate
         return best_d
 
-    def observe(self, matched: int, drafted: int, accepted: int) -> None:
+    def observe(self, matched: int, drafted: int, accepted: int, agree: int = 0) -> None:
         """A verified draft: its first token was checked, and each later one whose
         predecessor was accepted."""
         if drafted < 1 or matched not in self.first:
             return
         ema = self.EMA
         self.first[matched] = (1 - ema) * self.first[matched] + ema * float(accepted >= 1)
-        checked = min(drafted, accepted + 1) - 1  # positions 2.. that were reached (so accepted >= 1)
-        if checked > 0:
-            self.next[matched] = (1 - ema) * self.next[matched] + ema * ((accepted - 1) / checked)
+        reached = range(1, min(drafted, accepted + 1))  # positions 2.. whose predecessor was accepted
+        for rates, group in (
+            (self.inside, [j for j in reached if j < agree]),
+            (self.next, [j for j in reached if j >= agree]),
+        ):
+            if group:
+                rates[matched] = (1 - ema) * rates[matched] + ema * (sum(j < accepted for j in group) / len(group))
 
 
 class Speculative(Strategy):
@@ -150,6 +182,8 @@ class Speculative(Strategy):
         if logits is not None:
             logits = np.array(logits)  # measuring costs decodes: keep the prompt's logits
             costs = {n: 1.0 for n in range(1, o.max_draft + 2)} if o.free_batch else decode_costs(ctx)
+            if o.exact:
+                costs = {n: c for n, c in costs.items() if ctx.matches_single_rows(n)}
             policy = DraftPolicy(o.max_ngram, o.prior_acceptance, o.max_draft, costs)
         unchecked = None  # (matched n, proposed token) of a draft the policy chose not to send
         while logits is not None:
@@ -166,7 +200,8 @@ class Speculative(Strategy):
             room = min(run.request.max_tokens - len(run.tokens), ctx.n_ctx - len(run.seq.tokens) - 1)
             candidates = lookup.draft(room)
             matched = lookup.matched
-            draft = candidates[: policy.length(matched, len(candidates))]
+            agree = lookup.agreement(len(candidates))
+            draft = candidates[: policy.length(matched, len(candidates), agree)]
             if not draft:
                 if candidates:
                     unchecked = (matched, candidates[0])
@@ -196,7 +231,7 @@ class Speculative(Strategy):
                     break
             drafted += len(draft)
             accepted_total += accepted
-            policy.observe(matched, len(draft), accepted)
+            policy.observe(matched, len(draft), accepted, agree)
             if run.finished:
                 break
             lookup.extend(draft[:accepted])

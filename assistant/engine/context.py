@@ -10,6 +10,7 @@ the longest common prefix already in the cache.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -49,6 +50,11 @@ def _price_key(model: Model, threads: int, n_batch: int, embeddings: bool) -> st
             machine_id(),
         ]
     )
+
+
+def _digest(row: np.ndarray) -> bytes:
+    """A fingerprint of a logits row's exact bits."""
+    return hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest()
 
 
 def common_prefix(a: Seq[int], b: Seq[int]) -> int:
@@ -165,6 +171,8 @@ class Context:
         # output rows -> seconds of an unpadded decode
         self._raw_costs: dict[int, float] = prices.load(self._price_key) if prices is not None else {}
         self._pad: dict[int, bool] = {}  # output rows -> whether one more row is cheaper
+        self._matches_single: dict[int, bool] = {}  # output rows -> same logits as 1-row decodes
+        self._singles: list[bytes] = []  # digests of the probe's one-token decodes
         self.counters = Counters()
         # one reusable token batch; numpy views over its arrays make filling it cheap
         self._batch = llama_cpp.llama_batch_init(n_batch, 0, n_seq_max + 1)
@@ -260,14 +268,18 @@ class Context:
         c.forward_passes += 1
         c.tokens_evaluated += 1
         seq.tokens.append(token)
+        self._last_out[seq.id] = 0
         return self.logits(0)
 
-    def decode(self, work: Mapping[Sequence, Seq[int]], *, all_logits: bool = False) -> dict[Sequence, np.ndarray]:
+    def decode(
+        self, work: Mapping[Sequence, Seq[int]], *, all_logits: bool = False, logits: bool = True
+    ) -> dict[Sequence, np.ndarray]:
         """Evaluate new tokens for many sequences in one batch.
 
         Returns, per sequence, the logits after its last new token (or, with all_logits, an
-        array of shape (n_new, n_vocab) for every new token). Views are zero-copy when the
-        batch fits in `n_batch`; otherwise the batch is split and earlier outputs are copied.
+        array of shape (n_new, n_vocab) for every new token; with logits=False, nothing: the
+        tokens only fill the KV cache). Views are zero-copy when the batch fits in `n_batch`;
+        otherwise the batch is split and earlier outputs are copied.
         """
         entries: list[tuple[Sequence, int, int, bool]] = []
         for seq, toks in work.items():
@@ -280,7 +292,7 @@ class Context:
                 )
             last = len(toks) - 1
             for j, t in enumerate(toks):
-                entries.append((seq, int(t), start + j, all_logits or j == last))
+                entries.append((seq, int(t), start + j, all_logits or (logits and j == last)))
         if not entries:
             return {}
         results: dict[Sequence, list[np.ndarray]] = {seq: [] for seq in work}
@@ -398,6 +410,57 @@ class Context:
         for i in range(at, at + n):
             self._seq_ids[i][0] = self._scratch
 
+    def matches_single_rows(self, n: int) -> bool:
+        """Whether a decode of n tokens that all want logits (padded as `decode` pads it)
+        gives, bit for bit, the logits of n one-token decodes. llama.cpp picks matmul kernels
+        by batch size, and some quantise activations differently: on Gemma 3 Q4_K_M with
+        AVX2 weight repacking, batches of 4 or more rows move a logit by up to ~2, enough to
+        flip a greedy choice. Checked once per size on the scratch sequence; False while the
+        KV cache has no room to check."""
+        if n <= 1:
+            return True
+        if n not in self._matches_single:
+            verdict = self._probe_rows(n)
+            if verdict is None:
+                return False
+            self._matches_single[n] = verdict
+        return self._matches_single[n]
+
+    def _probe_rows(self, n: int) -> bool | None:
+        tokens = (self.model.tokenize("def probe(x):\n    return [x, x + 1]\n") * n)[:n]
+        singles = self._single_digests(tokens)
+        if singles is None:
+            return None
+        rows = n + 1 if self._pads(n) else n
+        try:
+            self._fill_scratch(0, rows, tokens[-1])
+            self._tok[:n] = tokens  # positions 0..rows-1; a padding row repeats the last token
+            self._batch.n_tokens = rows
+            if self._decode(self._ptr, self._batch) != 0:
+                return None
+            table = self._output_table(rows)
+            return all(_digest(table[i]) == singles[i] for i in range(n))
+        finally:
+            llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
+
+    def _single_digests(self, tokens: list[int]) -> list[bytes] | None:
+        """Digests of the logits after each of `tokens`, decoded one at a time (kept: the
+        probe's tokens for n rows are the first n of those for more)."""
+        if len(self._singles) < len(tokens):
+            digests = []
+            try:
+                for i, tok in enumerate(tokens):
+                    self._fill_scratch(0, 1, tok)
+                    self._pos[0] = i
+                    self._batch.n_tokens = 1
+                    if self._decode(self._ptr, self._batch) != 0:
+                        return None
+                    digests.append(_digest(self.logits(0)))
+            finally:
+                llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
+            self._singles = digests
+        return self._singles[: len(tokens)]
+
     def _raw_cost(self, n: int) -> float:
         """Seconds llama_decode takes for n tokens that all want logits: best of two after a
         warm-up, cached (and kept in the price book); inf, not cached, while the KV cache has
@@ -468,7 +531,11 @@ class Context:
         """Make `seq` hold exactly `tokens` and return the logits after the last one.
 
         Keeps the longest common prefix already cached (editors resend the whole file on
-        every keystroke) and evaluates only the rest, in chunks of n_batch.
+        every keystroke) and evaluates only the rest, in chunks of n_batch. The last token is
+        always decoded on its own: llama.cpp picks matmul kernels by batch size, and on some
+        quantisations they round differently (Gemma 3 Q4_K_M on AVX2: up to ~2 in a logit),
+        so the same prompt, cached or not, would otherwise give different logits and, at a
+        close call, a different greedy completion.
         """
         tokens = list(tokens)
         if not tokens:
@@ -482,11 +549,10 @@ class Context:
         common = min(common_prefix(seq.tokens, tokens), len(tokens) - 1)
         seq.truncate(common)
         self.counters.tokens_reused += common
-        rest = tokens[common:]
-        logits = None
-        for i in range(0, len(rest), self.n_batch):
-            logits = self.decode({seq: rest[i : i + self.n_batch]})[seq]
-        return logits
+        body, last = tokens[common:-1], tokens[-1]
+        for i in range(0, len(body), self.n_batch):
+            self.decode({seq: body[i : i + self.n_batch]}, logits=False)
+        return self.decode_one(seq, last)
 
     def close(self) -> None:
         if getattr(self, "_ptr", None):
