@@ -394,7 +394,7 @@ def test_bench_strategies_json(smol_path):
     assert obj["greedy"]["time_vs_greedy"] == 1.0
     for name in ("sample", "adadec", "speculative", "top-h", "contrastive"):
         assert obj[name]["time_vs_greedy"] > 0 and obj[name]["forward_passes"] > 0
-    assert obj["speculative_repetitive"]["speedup"] > 0
+    assert obj["speculative_repetitive"]["speedup"] > 0 and obj["speculative_repetitive"]["exact_speedup"] > 0
     ada = obj["adadec_analysis"]
     assert 0 <= ada["pause_rate"] <= 1 and ada["k_row_batch_vs_step"] > 0 and ada["batch_floor_vs_greedy"] > 0
     assert ada["schedule"] in ("batch", "best-first") and ada["batch_time_vs_greedy"] > 0

@@ -4,7 +4,8 @@ Each strategy generates the same number of tokens per prompt (end-of-generation 
 stop rules) so wall times compare directly; times are reported relative to greedy measured in
 the same run, with forward passes and tokens evaluated. Extra rows answer the goals:
 - `superposed_vs_3_samples`: three sequential `sample` runs / one superposed run (k=3),
-- `speculative_repetitive`: tok/s of speculative over greedy on a file that repeats itself,
+- `speculative_repetitive`: tok/s of speculative over greedy on a file that repeats itself
+  (and of `-o exact=true`, which verifies only in batch sizes that round as single decodes),
 - `grammar`: per-token cost of applying a constraint mask, as a fraction of a decode step,
 - `adadec_analysis`: the schedule auto chose, pause rate, passes spent per pause, price of a
   k-row batch and the floor it sets for the batched schedule, the batched and
@@ -127,13 +128,19 @@ def run_strategies_bench(
     if "speculative" in results:
         note("speculative on repetitive code")
         runs: dict[str, dict] = {}
+        variants = {
+            "greedy": ("greedy", {}),
+            "speculative": ("speculative", {}),
+            "exact": ("speculative", {"exact": True}),
+        }
         for _ in range(rounds):
-            for name in ("greedy", "speculative"):
-                x = _run(service, REPETITIVE, name, n_tokens * 2)
+            for name, (strategy, options) in variants.items():
+                x = _run(service, REPETITIVE, strategy, n_tokens * 2, options=options)
                 if name not in runs or x["seconds"] < runs[name]["seconds"]:
                     runs[name] = x
         g, s = runs["greedy"], runs["speculative"]
         g_tps, s_tps = g["stats"]["decode_tokens_per_second"], s["stats"]["decode_tokens_per_second"]
+        exact = runs["exact"]["stats"]
         extra["speculative_repetitive"] = {
             # generation speed, as llama.cpp's "eval" rate: the shared prompt evaluation excluded
             "greedy_tok_s": round(g_tps, 2),
@@ -144,6 +151,9 @@ def run_strategies_bench(
             "greedy_forward_passes": g["stats"]["forward_passes"],
             "drafted_tokens": s["stats"]["drafted_tokens"],
             "accepted_draft_tokens": s["stats"]["accepted_draft_tokens"],
+            # -o exact=true: only batch sizes that reproduce single decodes bit for bit
+            "exact_speedup": round(exact["decode_tokens_per_second"] / g_tps, 4),
+            "exact_forward_passes": exact["forward_passes"],
         }
     if "adadec" in results:
         note("adadec: dynamic lookahead and cost floor")
@@ -231,7 +241,7 @@ def _adadec_on_humaneval(service: Service, n_tokens: int) -> dict:
         after = _run(service, prompt, "greedy", n_tokens)
         greedy_s += (before["seconds"] + after["seconds"]) / 2
         adadec_s += ada["seconds"]
-        greedy_passes += before["stats"]["forward_passes"]
+        greedy_passes += after["stats"]["forward_passes"]  # its prompt cached, as adadec's was
         adadec_passes += ada["stats"]["forward_passes"]
         pauses += ada["stats"].get("pauses", 0)
         tokens += ada["tokens"]
