@@ -414,11 +414,14 @@ class Context:
         """Whether a decode of n tokens that all want logits (padded as `decode` pads it)
         gives, bit for bit, the logits of n one-token decodes. llama.cpp picks matmul kernels
         by batch size, and some quantise activations differently: on Gemma 3 Q4_K_M with
-        AVX2 weight repacking, batches of 4 or more rows move a logit by up to ~2, enough to
-        flip a greedy choice. Checked once per size on the scratch sequence; False while the
-        KV cache has no room to check."""
+        AVX2 weight repacking, batches of 3 or more rows (3 are padded to 4) move a logit by
+        up to ~2, enough to flip a greedy choice. Checked once per size on the scratch
+        sequence; False for more rows than one batch holds, and while the KV cache has no
+        room to check."""
         if n <= 1:
             return True
+        if n > self.n_batch:
+            return False
         if n not in self._matches_single:
             verdict = self._probe_rows(n)
             if verdict is None:
