@@ -182,8 +182,9 @@ class Speculative(Strategy):
         if logits is not None:
             logits = np.array(logits)  # measuring costs decodes: keep the prompt's logits
             costs = {n: 1.0 for n in range(1, o.max_draft + 2)} if o.free_batch else decode_costs(ctx)
-            if o.exact:
-                costs = {n: c for n, c in costs.items() if ctx.matches_single_rows(n)}
+            if o.exact:  # largest first: the probe's one-token decodes for it serve every smaller size
+                exact = {n for n in sorted(costs, reverse=True) if ctx.matches_single_rows(n)}
+                costs = {n: c for n, c in costs.items() if n in exact}
             policy = DraftPolicy(o.max_ngram, o.prior_acceptance, o.max_draft, costs)
         unchecked = None  # (matched n, proposed token) of a draft the policy chose not to send
         while logits is not None:
