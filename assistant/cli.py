@@ -521,6 +521,35 @@ def eval_humaneval(
     )
 
 
+@eval_app.command("compare")
+def eval_compare(
+    a: Annotated[Path, typer.Argument(help="Results JSONL of run A (from `eval humaneval`).")],
+    b: Annotated[Path, typer.Argument(help="Results JSONL of run B.")],
+    as_json: JsonOpt = False,
+):
+    """Pair two HumanEval runs problem by problem: who passes what, and whether it is chance."""
+    from .evals.compare import compare_results
+
+    c = compare_results(a, b)
+    if as_json:
+        _emit_json(c)
+        return
+    n = c["n"]
+    for key in ("a", "b"):
+        r = c[key]
+        typer.echo(f"{key.upper()}: [{r['strategy']}] passes {r['passed']}/{n} (pass@1 {r['pass@1']:.4f})")
+        typer.echo(f"   {r['results']}")
+    for key in ("only_a", "only_b"):
+        ids = c[key]
+        typer.echo(f"only {key[-1].upper()}: {len(ids)}" + (f"  ({', '.join(ids)})" if ids else ""))
+    typer.echo(f"both: {c['both']}  neither: {c['neither']}  identical completions: {c['identical_completions']}")
+    if c["unpaired"]:
+        typer.echo(f"left out: {c['unpaired']} problems only one file holds")
+    p = c["mcnemar_p"]
+    verdict = "within chance (p >= 0.05)" if p >= 0.05 else "unlikely to be chance (p < 0.05)"
+    typer.echo(f"exact McNemar p = {p:.4g}: the difference is {verdict}")
+
+
 @eval_app.command("infill")
 def eval_infill(
     cases: Annotated[Path | None, typer.Option("--cases", help="JSONL of {prefix, suffix, middle, test?}.")] = None,

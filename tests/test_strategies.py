@@ -359,6 +359,31 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
         assert res.returncode == 2 and "Traceback" not in res.stderr, (bad, res.stderr)
         assert not re.search(r"humaneval \[[a-z-]+\]", res.stderr), (bad, res.stderr)  # no empty progress bar
         assert not fresh.exists(), bad
+    # `eval compare` pairs this run with another strategy's on the same problems
+    ada = tmp_path / "ada.jsonl"
+    res = run_cli(*args[:4], "-s", "adadec", "-o", "threshold=0", *args[4:9], str(ada), "--json")
+    assert res.returncode == 0, res.stderr
+    c = json.loads(run_cli("eval", "compare", str(ada), str(out), "--json").stdout)
+    ada_lines = [json.loads(x) for x in ada.read_text().splitlines()]
+    assert c["n"] == 2 and c["unpaired"] == 0 and (c["a"]["strategy"], c["b"]["strategy"]) == ("adadec", "greedy")
+    assert c["a"]["passed"] == sum(r["passed"] for r in ada_lines)
+    assert c["b"]["passed"] == sum(r["passed"] for r in lines)
+    assert c["both"] + c["neither"] + len(c["only_a"]) + len(c["only_b"]) == 2 and 0 < c["mcnemar_p"] <= 1
+    same = json.loads(run_cli("eval", "compare", str(out), str(out), "--json").stdout)
+    assert same["identical_completions"] == 2 and same["mcnemar_p"] == 1.0 and not same["only_a"] + same["only_b"]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(out.read_text() + ada.read_text())
+    res = run_cli("eval", "compare", str(mixed), str(out))
+    assert res.returncode == 2 and "mixes the results of 2 runs" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_mcnemar_exact_p_matches_the_binomial_tail():
+    from assistant.evals.compare import mcnemar_exact_p
+
+    assert mcnemar_exact_p(0, 0) == 1.0 and mcnemar_exact_p(3, 3) == 1.0
+    assert mcnemar_exact_p(0, 2) == 0.5 and mcnemar_exact_p(2, 0) == 0.5  # 2 * (1/2)^2
+    assert mcnemar_exact_p(0, 6) == 2 / 64
+    assert abs(mcnemar_exact_p(1, 9) - 2 * 11 / 1024) < 1e-12  # 2 * (C(10,0) + C(10,1)) / 2^10
 
 
 def test_speculative_exact_equals_greedy_token_for_token_on_gemma():

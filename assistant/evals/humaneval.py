@@ -35,27 +35,39 @@ def results_path(tag: str) -> Path:
     return data_dir() / "eval" / f"humaneval-{tag}.jsonl"
 
 
-def _load_results(out: Path, tag: str) -> dict[str, dict]:
-    """The finished problems of an earlier run of the same set-up, by task id."""
-    done: dict[str, dict] = {}
-    if not out.is_file():
-        return done
+def strategy_of_tag(tag: str) -> str:
+    """The strategy name inside a `run_tag` (names may hold '-', the hashes around it do not)."""
+    return tag[13:-9] if len(tag) > 22 else tag
+
+
+def read_results(out: Path) -> dict[str, dict]:
+    """A results file's problems by task id; a line cut short by an interruption is skipped
+    (so that problem is redone, or left out of a comparison)."""
     try:
         lines = out.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read the results file {out}: {e}") from None
+    done: dict[str, dict] = {}
     for line in lines:
         try:
             rec = json.loads(line)
-            task = rec["task_id"]
+            done[rec["task_id"]] = rec
         except (ValueError, KeyError, TypeError):
-            continue  # a line cut short by an interruption: redo that problem
+            continue
+    return done
+
+
+def _load_results(out: Path, tag: str) -> dict[str, dict]:
+    """The finished problems of an earlier run of the same set-up, by task id."""
+    if not out.is_file():
+        return {}
+    done = read_results(out)
+    for rec in done.values():
         if rec.get("run", tag) != tag:
             raise UserError(
                 f"{out} holds the results of another run ({rec['run']}, this one is {tag}): "
                 "name another --output, or delete the file to start over"
             )
-        done[task] = rec
     return done
 
 

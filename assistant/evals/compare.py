@@ -1,0 +1,66 @@
+"""`assistant eval compare A B`: two HumanEval runs, problem by problem.
+
+Two pass@1 figures alone hide how the runs differ: with a few passes on 164 problems, a
+difference of two can be chance. The comparison pairs the problems, lists the ones only one run
+passes, and gives the exact two-sided McNemar p-value (a binomial test on those discordant
+problems), so "strategy X must not lose to greedy" can be judged on evidence.
+"""
+
+from __future__ import annotations
+
+from math import comb
+from pathlib import Path
+
+from ..errors import UserError
+from .humaneval import read_results, strategy_of_tag
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value: the chance, were both runs equally good, of a split of
+    the discordant problems at least this uneven."""
+    d = only_a + only_b
+    if d == 0:
+        return 1.0
+    tail = sum(comb(d, i) for i in range(min(only_a, only_b) + 1)) / 2**d
+    return min(1.0, 2 * tail)
+
+
+def _describe(path: Path, results: dict[str, dict]) -> dict:
+    runs = {r.get("run") for r in results.values()} - {None}
+    if len(runs) > 1:
+        raise UserError(f"{path} mixes the results of {len(runs)} runs: compare files written by one run each")
+    tag = runs.pop() if runs else ""
+    return {"results": str(path), "run": tag, "strategy": strategy_of_tag(tag) if tag else "unknown"}
+
+
+def compare_results(a: Path, b: Path) -> dict:
+    """Pair two results files on the problems both hold; see the module docstring."""
+    runs = []
+    for path in (Path(a), Path(b)):
+        if not path.is_file():
+            raise UserError(f"no results file at {path}")
+        results = read_results(path)
+        if not results:
+            raise UserError(f"{path} holds no results")
+        runs.append((path, results))
+    (pa, ra), (pb, rb) = runs
+    common = [t for t in ra if t in rb]
+    if not common:
+        raise UserError(f"{pa} and {pb} share no problems")
+    only_a = [t for t in common if ra[t]["passed"] and not rb[t]["passed"]]
+    only_b = [t for t in common if rb[t]["passed"] and not ra[t]["passed"]]
+    both = sum(1 for t in common if ra[t]["passed"] and rb[t]["passed"])
+    summary = {"n": len(common)}
+    for key, path, results in (("a", pa, ra), ("b", pb, rb)):
+        passed = sum(1 for t in common if results[t]["passed"])
+        summary[key] = {**_describe(path, results), "passed": passed, "pass@1": round(passed / len(common), 4)}
+    summary.update(
+        only_a=only_a,
+        only_b=only_b,
+        both=both,
+        neither=len(common) - both - len(only_a) - len(only_b),
+        identical_completions=sum(1 for t in common if ra[t].get("completion") == rb[t].get("completion")),
+        unpaired=len(ra) + len(rb) - 2 * len(common),
+        mcnemar_p=round(mcnemar_exact_p(len(only_a), len(only_b)), 4),
+    )
+    return summary
