@@ -205,8 +205,11 @@ def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | Non
 
 
 def _request(settings: Settings, *, strategy, options, max_tokens, temperature, seed, stop, **kw):
+    """The request of a command run in the user's project: its workspace is the current folder
+    unless the command names another (`complete`: the file's)."""
     from .decoding import Request, Sampling
 
+    kw.setdefault("workspace", str(Path.cwd()))
     return Request(
         strategy=strategy or settings.strategy,
         options=_parse_options(options),
@@ -305,6 +308,7 @@ def complete(
         syntax_valid=syntax_valid,
         language=language_of(file),
         filename=file.name,
+        workspace=str(file.resolve().parent),
     )
     constraint = _constraint(service, grammar, regex, json_schema)
     done = service.run(request, constraint=constraint, progress=_WorkProgress(enabled=not as_json))

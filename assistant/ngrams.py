@@ -6,8 +6,8 @@ and context+next hash) with counts, so a store of millions of positions takes te
 lookup is one `searchsorted` per context length. Stores are cached on disk per (model,
 corpus) and built once with progress reports.
 
-Default corpus: the source files of the git repository in the current directory; fallback:
-the Python standard library on this machine.
+Default corpus: the source files of the git repository holding the request's workspace (the
+user's project); fallback: the Python standard library on this machine.
 """
 
 from __future__ import annotations
@@ -58,21 +58,29 @@ _MUL = np.uint64(0x9E3779B97F4A7C15)
 _SEP = -1
 
 
-def default_corpus() -> list[Path]:
-    """Source files tracked by git in the current directory, else the Python stdlib."""
-    try:
-        out = subprocess.run(
-            ["git", "ls-files", "-z"], capture_output=True, timeout=20, check=True, cwd=Path.cwd()
-        ).stdout.decode("utf-8", "replace")
-        root = subprocess.run(
-            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=20, check=True
-        ).stdout.strip()
-        files = [Path(root) / f for f in out.split("\0") if f and Path(f).suffix in CODE_SUFFIXES]
-        files = [f for f in files if f.is_file()]
-        if files:
-            return sorted(files)
-    except (OSError, subprocess.SubprocessError):
-        pass
+def default_corpus(workspace: str | Path | None = None) -> list[Path]:
+    """The source files git tracks in the repository holding `workspace` (all of it, not only
+    the part under that folder); the Python stdlib when there is no workspace, no git repository
+    or no source file in it."""
+    if workspace is not None:
+        try:
+            root = subprocess.run(
+                ["git", "rev-parse", "--show-toplevel"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+                cwd=Path(workspace),
+            ).stdout.strip()
+            out = subprocess.run(  # from the top: ls-files lists paths relative to its cwd
+                ["git", "ls-files", "-z"], capture_output=True, timeout=20, check=True, cwd=root
+            ).stdout.decode("utf-8", "replace")
+            files = [Path(root) / f for f in out.split("\0") if f and Path(f).suffix in CODE_SUFFIXES]
+            files = [f for f in files if f.is_file()]
+            if files:
+                return sorted(files)
+        except (OSError, subprocess.SubprocessError):
+            pass
     return stdlib_corpus()
 
 
@@ -86,10 +94,11 @@ def stdlib_corpus() -> list[Path]:
     return list(_stdlib_files())
 
 
-def corpus_files(spec: str | None) -> list[Path]:
-    """A corpus given by the user: a file, a folder (code files inside), or None for the default."""
+def corpus_files(spec: str | None, workspace: str | Path | None = None) -> list[Path]:
+    """A corpus given by the user: a file, a folder (code files inside), 'stdlib', or None for
+    the default (`default_corpus` of the request's workspace)."""
     if not spec:
-        return default_corpus()
+        return default_corpus(workspace)
     if spec == "stdlib":
         return stdlib_corpus()
     p = Path(spec).expanduser()
@@ -220,11 +229,16 @@ def corpus_signature(files: list[Path]) -> str:
 _loaded: dict[tuple[str, str], NgramStore] = {}
 
 
-def get_store(model, corpus: str | None = None, progress: Callable[[str, int, int], None] | None = None) -> NgramStore:
+def get_store(
+    model,
+    corpus: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+    workspace: str | Path | None = None,
+) -> NgramStore:
     """The store for (model, corpus): from memory, from the disk cache, or built (with progress)."""
     from .calibration import file_sha256
 
-    files = corpus_files(corpus)
+    files = corpus_files(corpus, workspace)
     key = f"{file_sha256(model.path)[:16]}-{corpus_root_id(files)}-{corpus_signature(files)}"
     mem_key = (str(model.path), key)
     if mem_key in _loaded:

@@ -9,8 +9,10 @@ n-gram probabilities, which is what makes the drafts differ:
 (a draft with no n-gram match for any candidate gets (1 - alpha) * log p(v) - penalty). The best
 k of all (draft, token) pairs become the new drafts; drafts that end go to a finished list.
 Final drafts are ranked by perplexity of their scores (or by true model log-probability with
-`rescore`, one extra batched pass). The n-gram store comes from a corpus you name (default: this
-git repository's source files, fallback: the Python stdlib), cached on disk.
+`rescore`, one extra batched pass). The n-gram store comes from a corpus you name (default:
+the source files of the request's git repository, the current one for `generate` and the
+file's for `complete`; the Python stdlib where there is none, as in `eval` and `bench`),
+cached on disk.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ class SuperposedOptions:
     n_token_sample: int = option(9, "tokens of the shared distribution each draft may extend with")
     ngram_weights: str = option("0.01,0.04,0.15,0.18,0.12", "weights of bigram..6-gram probabilities")
     penalty: float = option(200.0, "score penalty when no candidate has an n-gram match")
-    corpus: str = option("", "n-gram corpus: a file or folder, 'stdlib', or '' for this git repository")
+    corpus: str = option(
+        "", "n-gram corpus: a file or folder, 'stdlib', or '' for the request's git repository (else the stdlib)"
+    )
     rescore: bool = option(False, "rank final drafts by true model log-probability (one batched pass)")
 
     def __post_init__(self):
@@ -82,7 +86,7 @@ class Superposed(Strategy):
         model, ctx, ops = run.model, run.context, run.ops
         if model.architecture in ("gemma3n", "gemma4"):
             raise PluginError(f"superposed decoding does not work on {model.architecture} (per-layer token inputs)")
-        store = get_store(model, o.corpus or None, progress=run.progress)
+        store = get_store(model, o.corpus or None, progress=run.progress, workspace=run.request.workspace)
         logits = run.start()
         root = Draft([], 0.0, stops=copy.copy(run.stops))
         if run.constraint is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import threading
 
 import numpy as np
@@ -334,6 +335,30 @@ def test_cli_json_lists_adadec_pauses(smol_path):
     for p in obj["pauses"]:
         assert len(p["candidates"]) == len(p["scores"]) == 3 and 0 <= p["chosen"] < 3 and p["entropy"] >= 0
         assert set(p["stats"]) == {"forward_passes", "tokens_evaluated"}  # its lookahead's work only
+
+
+def test_default_corpus_is_the_whole_git_repository_of_the_workspace(tmp_path):
+    """superposed's default n-gram corpus: every tracked source file of the repository holding
+    the request's workspace (also from a subfolder); the stdlib with no workspace (eval, bench:
+    their results must not depend on where they run) or outside a repository."""
+    from assistant.ngrams import corpus_files, stdlib_corpus
+
+    repo = tmp_path / "repo"
+    (repo / "pkg" / "sub").mkdir(parents=True)
+    (repo / "top.py").write_text("x = 1\n")
+    (repo / "pkg" / "sub" / "deep.py").write_text("y = 2\n")
+    (repo / "untracked.py").write_text("z = 3\n")
+    (repo / "notes.bin").write_bytes(b"\0")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "top.py", "pkg", "notes.bin"], cwd=repo, check=True)
+    expected = [repo / "pkg" / "sub" / "deep.py", repo / "top.py"]
+    assert corpus_files(None, repo) == expected
+    assert corpus_files(None, repo / "pkg" / "sub") == expected  # the whole repository, from a subfolder
+    stdlib = stdlib_corpus()
+    assert len(stdlib) > 100 and corpus_files(None, None) == stdlib
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert corpus_files(None, plain) == stdlib
 
 
 def test_eval_humaneval_is_resumable(tmp_path, smol_path):

@@ -49,6 +49,10 @@ class Request:
     syntax_valid: bool = False  # infill: stop only where prefix + middle + suffix parses
     language: str | None = None  # language of the file being infilled (for syntax checks)
     filename: str | None = None  # name of the file being infilled (repo-level FIM prompts)
+    # the folder of the user's project the text comes from (strategies that learn from the
+    # user's code read it: superposed's default n-gram corpus); None where the text has no
+    # project (evaluations, benchmarks), so their results do not depend on where they run
+    workspace: str | None = None
 
     @property
     def is_infill(self) -> bool:

@@ -25,8 +25,8 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def _describe(path: Path, results: dict[str, dict]) -> dict:
-    runs = {r.get("run") for r in results.values()} - {None}
+def _describe(path: Path, records: list[dict]) -> dict:
+    runs = {r.get("run") for r in records} - {None}
     if len(runs) > 1:
         raise UserError(f"{path} mixes the results of {len(runs)} runs: compare files written by one run each")
     tag = runs.pop() if runs else ""
@@ -39,11 +39,11 @@ def compare_results(a: Path, b: Path) -> dict:
     for path in (Path(a), Path(b)):
         if not path.is_file():
             raise UserError(f"no results file at {path}")
-        results = read_results(path)
-        if not results:
+        records = read_results(path)
+        if not records:
             raise UserError(f"{path} holds no results")
-        runs.append((path, results))
-    (pa, ra), (pb, rb) = runs
+        runs.append((path, records, {r["task_id"]: r for r in records}))
+    (pa, la, ra), (pb, lb, rb) = runs
     common = [t for t in ra if t in rb]
     if not common:
         raise UserError(f"{pa} and {pb} share no problems")
@@ -51,9 +51,9 @@ def compare_results(a: Path, b: Path) -> dict:
     only_b = [t for t in common if rb[t]["passed"] and not ra[t]["passed"]]
     both = sum(1 for t in common if ra[t]["passed"] and rb[t]["passed"])
     summary = {"n": len(common)}
-    for key, path, results in (("a", pa, ra), ("b", pb, rb)):
+    for key, path, records, results in (("a", pa, la, ra), ("b", pb, lb, rb)):
         passed = sum(1 for t in common if results[t]["passed"])
-        summary[key] = {**_describe(path, results), "passed": passed, "pass@1": round(passed / len(common), 4)}
+        summary[key] = {**_describe(path, records), "passed": passed, "pass@1": round(passed / len(common), 4)}
     summary.update(
         only_a=only_a,
         only_b=only_b,

@@ -40,35 +40,36 @@ def strategy_of_tag(tag: str) -> str:
     return tag[13:-9] if len(tag) > 22 else tag
 
 
-def read_results(out: Path) -> dict[str, dict]:
-    """A results file's problems by task id; a line cut short by an interruption is skipped
-    (so that problem is redone, or left out of a comparison)."""
+def read_results(out: Path) -> list[dict]:
+    """A results file's records, in order; a line cut short by an interruption is skipped (so
+    that problem is redone, or left out of a comparison)."""
     try:
         lines = out.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read the results file {out}: {e}") from None
-    done: dict[str, dict] = {}
+    records = []
     for line in lines:
         try:
             rec = json.loads(line)
-            done[rec["task_id"]] = rec
+            rec["task_id"]
         except (ValueError, KeyError, TypeError):
             continue
-    return done
+        records.append(rec)
+    return records
 
 
 def _load_results(out: Path, tag: str) -> dict[str, dict]:
     """The finished problems of an earlier run of the same set-up, by task id."""
     if not out.is_file():
         return {}
-    done = read_results(out)
-    for rec in done.values():
+    records = read_results(out)
+    for rec in records:
         if rec.get("run", tag) != tag:
             raise UserError(
                 f"{out} holds the results of another run ({rec['run']}, this one is {tag}): "
                 "name another --output, or delete the file to start over"
             )
-    return done
+    return {rec["task_id"]: rec for rec in records}
 
 
 def program(problem: dict, completion: str) -> str:
