@@ -36,8 +36,11 @@ def results_path(tag: str) -> Path:
 
 
 def strategy_of_tag(tag: str) -> str:
-    """The strategy name inside a `run_tag` (names may hold '-', the hashes around it do not)."""
-    return tag[13:-9] if len(tag) > 22 else tag
+    """The strategy name inside a `run_tag`: between the model hash and the settings hash
+    (a name may hold '-', the hashes do not)."""
+    _, _, rest = tag.partition("-")
+    strategy, _, _ = rest.rpartition("-")
+    return strategy or tag
 
 
 def read_results(out: Path) -> list[dict]:
@@ -51,10 +54,10 @@ def read_results(out: Path) -> list[dict]:
     for line in lines:
         try:
             rec = json.loads(line)
-            rec["task_id"]
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             continue
-        records.append(rec)
+        if isinstance(rec, dict) and "task_id" in rec:
+            records.append(rec)
     return records
 
 
