@@ -20,6 +20,7 @@ the threshold) instead of being decoded a second time. A finished branch stops a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -72,19 +73,18 @@ class AdaDec(Strategy):
     summary = "Greedy, but pause at uncertain tokens and rerank top-k by a batched L-token lookahead."
     Options = AdaDecOptions
 
-    def resolve_threshold(self, run: Run) -> tuple[float, str]:
-        if str(self.options.threshold) != "auto":
-            return float(self.options.threshold), "option"
-        from assistant.calibration import load_threshold
+    @classmethod
+    def resolved_settings(cls, options: AdaDecOptions, model_path: Path) -> dict:
+        return {"threshold": _threshold(options, model_path)[0]} if str(options.threshold) == "auto" else {}
 
-        stored = load_threshold(run.model.path)
-        if stored is not None:
-            return stored, "calibrated"
-        run.notes.append(
-            f"adadec: no calibrated threshold for {run.model.path.name}; using the default "
-            f"{DEFAULT_THRESHOLD} nats (run `assistant calibrate` to learn one)"
-        )
-        return DEFAULT_THRESHOLD, "default"
+    def resolve_threshold(self, run: Run) -> tuple[float, str]:
+        tau, source = _threshold(self.options, run.model.path)
+        if source == "default":
+            run.notes.append(
+                f"adadec: no calibrated threshold for {run.model.path.name}; using the default "
+                f"{DEFAULT_THRESHOLD} nats (run `assistant calibrate` to learn one)"
+            )
+        return tau, source
 
     def resolve_schedule(self, run: Run) -> str:
         o = self.options
@@ -182,6 +182,16 @@ class AdaDec(Strategy):
                 for f in forks:
                     if f is not None:
                         f.release()
+
+
+def _threshold(options: AdaDecOptions, model_path: Path) -> tuple[float, str]:
+    """(threshold, where it came from: 'option', 'calibrated' or 'default')."""
+    if str(options.threshold) != "auto":
+        return float(options.threshold), "option"
+    from assistant.calibration import load_threshold
+
+    stored = load_threshold(model_path)
+    return (DEFAULT_THRESHOLD, "default") if stored is None else (stored, "calibrated")
 
 
 @hookimpl

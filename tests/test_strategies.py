@@ -151,6 +151,11 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     cli = ["generate", "x = ", "--model", str(smol_path), "-s", "adadec", "-n", "2"]
     plain = run_cli(*cli, env=env)  # as text too, the user is told which default was used
     assert plain.returncode == 0 and "note: adadec: no calibrated threshold" in plain.stderr, plain.stderr
+    he = ["eval", "humaneval", "--model", str(smol_path), "-s", "adadec", "--limit", "1", "-n", "6", "--json"]
+    he += ["--output", str(isolated_env / "he.jsonl")]
+    assert run_cli(*he, env=env).returncode == 0
+    (rec,) = [json.loads(x) for x in (isolated_env / "he.jsonl").read_text().splitlines()]
+    assert rec["stats"]["adadec_threshold"] == 1.0 and rec["stats"]["threshold_source"] == "default"
     res = run_cli(
         "calibrate",
         "--model",
@@ -171,6 +176,8 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     assert "note: the threshold is noisy" in text.stderr and "without --limit" in text.stderr, text.stderr
     after, _ = run(svc, req)
     assert after.stats["threshold_source"] == "calibrated"
+    stale = run_cli(*he, env=env)  # results made with the default threshold do not resume
+    assert stale.returncode == 2 and "another run" in stale.stderr and "learned threshold" in stale.stderr
     assert "note:" not in run_cli(*cli, env=env).stderr
     assert after.stats["adadec_threshold"] == pytest.approx(fit["threshold"], abs=1e-3)
 
@@ -400,6 +407,21 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     mixed.write_text(out.read_text() + ada.read_text())
     res = run_cli("eval", "compare", str(mixed), str(out))
     assert res.returncode == 2 and "mixes the results of 2 runs" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_results_of_other_code_do_not_resume(tmp_path):
+    from assistant.evals.humaneval import code_version, run_tag
+
+    a, b = tmp_path / "a" / "mine.py", tmp_path / "b" / "mine.py"
+    for path, text in ((a, "x = 1\n"), (b, "x = 2\n")):
+        path.parent.mkdir()
+        path.write_text(text)
+    assert code_version(str(a)) != code_version(str(b))
+    tags = {run_tag(a, "greedy", {}, None, 8, code=code_version(str(p))) for p in (a, b)}
+    assert len(tags) == 2
+    b.write_text("x = 1\n")  # the same code elsewhere (another clone) is the same version
+    code_version.cache_clear()
+    assert code_version(str(a)) == code_version(str(b))
 
 
 def test_mcnemar_exact_p_matches_the_binomial_tail():

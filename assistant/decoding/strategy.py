@@ -10,6 +10,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import PluginError
@@ -34,6 +35,13 @@ class Strategy:
 
     def generate(self, run: Run) -> Iterator[Event]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    @classmethod
+    def resolved_settings(cls, options: Any, model_path: Path) -> dict[str, Any]:
+        """What `options` resolve to from state kept outside the request (a learned
+        threshold behind 'auto', say): a saved result is only comparable with another
+        whose options and these both match. None by default."""
+        return {}
 
     @classmethod
     def parse_options(cls, raw: dict[str, Any] | None) -> Any:

@@ -9,12 +9,15 @@ appended as soon as it is known, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .. import __version__
 from ..calibration import file_sha256, humaneval_problems
 from ..config import data_dir
 from ..decoding import Request, Sampling
@@ -22,11 +25,34 @@ from ..errors import UserError
 from ..sandbox import run_python
 
 
-def run_tag(model_path: Path, strategy: str, options: dict, seed: int | None, max_tokens: int) -> str:
-    """Names one run's set-up (model file, strategy, options, seed, token limit): a results
-    file resumes only the run that wrote it."""
-    settings = json.dumps({"o": options, "s": seed, "m": max_tokens}, sort_keys=True)
+def run_tag(
+    model_path: Path,
+    strategy: str,
+    options: dict,
+    seed: int | None,
+    max_tokens: int,
+    *,
+    resolved: dict | None = None,
+    code: str = "",
+) -> str:
+    """Names one run's set-up (model file, strategy, options, seed, token limit, what 'auto'
+    options resolved to, the code's version): a results file resumes only the run that wrote
+    it, never silently one made by older code or with another learned threshold."""
+    settings = json.dumps({"o": options, "s": seed, "m": max_tokens, "r": resolved or {}, "c": code}, sort_keys=True)
     return f"{file_sha256(model_path)[:12]}-{strategy}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
+
+
+@functools.cache
+def code_version(strategy_file: str) -> str:
+    """A hash of the package's version and source and of the strategy's module: any change
+    to the code that generates, runs or scores a completion starts a new run."""
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256(__version__.encode())
+    files = [(p.relative_to(package).as_posix(), p) for p in sorted(package.rglob("*.py"))]
+    for name, path in [*files, (Path(strategy_file).name, Path(strategy_file))]:  # not where it is installed
+        h.update(name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def results_path(tag: str) -> Path:
@@ -69,7 +95,8 @@ def _load_results(out: Path, tag: str) -> dict[str, dict]:
     for rec in records:
         if rec.get("run", tag) != tag:
             raise UserError(
-                f"{out} holds the results of another run ({rec['run']}, this one is {tag}): "
+                f"{out} holds the results of another run ({rec['run']}, this one is {tag}: the "
+                "model, strategy, options, seed, token limit, learned threshold or code differ): "
                 "name another --output, or delete the file to start over"
             )
     return {rec["task_id"]: rec for rec in records}
@@ -93,10 +120,20 @@ def run_humaneval(
 ) -> dict:
     options = dict(options or {})
     problems = humaneval_problems()[: limit or None]
-    if problems:  # bad settings fail here, before a results file is made
-        service.check(_request(problems[0], strategy, options, seed, max_tokens))
+    if not problems:
+        raise UserError("no HumanEval problems to run")
+    # bad settings fail here, before a results file is made
+    strategy_cls, parsed = service.check(_request(problems[0], strategy, options, seed, max_tokens))
     model = service.model()
-    tag = run_tag(model.path, strategy, options, seed, max_tokens)
+    tag = run_tag(
+        model.path,
+        strategy,
+        options,
+        seed,
+        max_tokens,
+        resolved=strategy_cls.resolved_settings(parsed, model.path),
+        code=code_version(inspect.getfile(strategy_cls)),
+    )
     out = Path(output) if output else results_path(tag)
     done = _load_results(out, tag)
     resumed = sum(1 for p in problems if p["task_id"] in done)
@@ -163,6 +200,7 @@ def _solve(service, prob: dict, strategy: str, options: dict, seed, max_tokens: 
         "tokens": len(final.tokens),
         "seconds": round(gen_s, 3),
         "error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() and not result.passed else "",
+        "stats": final.stats,  # the strategy's own figures too (pauses, the threshold it used)
     }
     if final.texts:
         record["drafts_passed"] = [run_python(program(prob, t), timeout=timeout).passed for t in final.texts]
