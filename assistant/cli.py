@@ -542,7 +542,7 @@ def eval_compare(
     for key in ("a", "b"):
         r = c[key]
         typer.echo(f"{key.upper()}: [{r['strategy']}] passes {r['passed']}/{n} (pass@1 {r['pass@1']:.4f})")
-        typer.echo(f"   {r['results']}")
+        typer.echo(f"   {r['tokens']} tokens generated in {r['seconds']:.1f} s  {r['results']}")
     for key in ("only_a", "only_b"):
         ids = c[key]
         typer.echo(f"only {key[-1].upper()}: {len(ids)}" + (f"  ({', '.join(ids)})" if ids else ""))
@@ -552,6 +552,8 @@ def eval_compare(
     p = c["mcnemar_p"]
     verdict = "within chance (p >= 0.05)" if p >= 0.05 else "unlikely to be chance (p < 0.05)"
     typer.echo(f"exact McNemar p = {p:.4g}: the difference is {verdict}")
+    if c["seconds_a_vs_b"] is not None:
+        typer.echo(f"A took {c['seconds_a_vs_b']:.3g}x B's generation time")
 
 
 @eval_app.command("infill")

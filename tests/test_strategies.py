@@ -400,6 +400,8 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     assert c["n"] == 2 and c["unpaired"] == 0 and (c["a"]["strategy"], c["b"]["strategy"]) == ("adadec", "greedy")
     assert c["a"]["passed"] == sum(r["passed"] for r in ada_lines)
     assert c["b"]["passed"] == sum(r["passed"] for r in lines)
+    assert c["a"]["tokens"] == sum(r["tokens"] for r in ada_lines) and c["b"]["seconds"] > 0
+    assert c["seconds_a_vs_b"] == pytest.approx(c["a"]["seconds"] / c["b"]["seconds"], rel=1e-2)
     assert c["both"] + c["neither"] + len(c["only_a"]) + len(c["only_b"]) == 2 and 0 < c["mcnemar_p"] <= 1
     same = json.loads(run_cli("eval", "compare", str(out), str(out), "--json").stdout)
     assert same["identical_completions"] == 2 and same["mcnemar_p"] == 1.0 and not same["only_a"] + same["only_b"]

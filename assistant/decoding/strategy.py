@@ -40,7 +40,7 @@ class Strategy:
     def resolved_settings(cls, options: Any, model_path: Path) -> dict[str, Any]:
         """What `options` resolve to from state kept outside the request (a learned
         threshold behind 'auto', say): a saved result is only comparable with another
-        whose options and these both match. None by default."""
+        whose options and these both match. Nothing by default."""
         return {}
 
     @classmethod

@@ -53,7 +53,13 @@ def compare_results(a: Path, b: Path) -> dict:
     summary = {"n": len(common)}
     for key, path, records, results in (("a", pa, la, ra), ("b", pb, lb, rb)):
         passed = sum(1 for t in common if results[t]["passed"])
-        summary[key] = {**_describe(path, records), "passed": passed, "pass@1": round(passed / len(common), 4)}
+        summary[key] = {
+            **_describe(path, records),
+            "passed": passed,
+            "pass@1": round(passed / len(common), 4),
+            "tokens": sum(results[t].get("tokens", 0) for t in common),  # what the passes cost
+            "seconds": round(sum(results[t].get("seconds", 0.0) for t in common), 2),
+        }
     summary.update(
         only_a=only_a,
         only_b=only_b,
@@ -62,5 +68,6 @@ def compare_results(a: Path, b: Path) -> dict:
         identical_completions=sum(1 for t in common if ra[t].get("completion") == rb[t].get("completion")),
         unpaired=len(ra) + len(rb) - 2 * len(common),
         mcnemar_p=round(mcnemar_exact_p(len(only_a), len(only_b)), 4),
+        seconds_a_vs_b=round(summary["a"]["seconds"] / summary["b"]["seconds"], 3) if summary["b"]["seconds"] else None,
     )
     return summary
