@@ -62,8 +62,13 @@ def file_sha256(path: Path) -> str:
     return cache[key]
 
 
+def load_calibration(model_path: Path) -> dict | None:
+    """What `calibrate` stored for this GGUF (threshold, fit, rerank check), if anything."""
+    return _read_json(data_dir() / STORE).get(file_sha256(model_path))
+
+
 def load_threshold(model_path: Path) -> float | None:
-    entry = _read_json(data_dir() / STORE).get(file_sha256(model_path))
+    entry = load_calibration(model_path)
     return float(entry["threshold"]) if entry else None
 
 
@@ -87,10 +92,12 @@ def _write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
-def teacher_force(model, context, problems: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """For each problem, (entropies, greedy_was_right) over the reference solution's tokens."""
-    from .ops import numpy_ops as ops
-
+def forced_rows(model, context, problems: list[dict]) -> Iterator[tuple]:
+    """Teacher-force each problem's reference solution in one decode: yields (problem, the
+    sequence holding prompt + solution, the tokens, where the solution starts, its rows: the
+    next-token logits at each solution position). The sequence is released after each yield.
+    The rows are views of the engine's buffer (~1 MB each for a 262k vocabulary): read them
+    before the next decode."""
     for prob in problems:
         prompt = model.bos_tokens() + model.tokenize(prob["prompt"])
         full = model.bos_tokens() + model.tokenize(prob["prompt"] + prob["canonical_solution"])
@@ -100,15 +107,22 @@ def teacher_force(model, context, problems: list[dict]) -> Iterator[tuple[np.nda
             continue
         seq = context.new_sequence()
         try:
-            first = np.array(context.prefill(seq, full[:start]))
-            rest = context.decode({seq: full[start:-1]}, all_logits=True)[seq] if len(full) - start > 1 else None
-            rows = [first] + ([r for r in rest] if rest is not None else [])
-            targets = full[start:]
-            ent = np.array([ops.entropy(r) for r in rows], dtype=np.float64)
-            right = np.array([int(np.argmax(r)) == t for r, t in zip(rows, targets, strict=True)])
-            yield ent, right
+            rows = [np.array(context.prefill(seq, full[:start]))]
+            if len(full) - start > 1:
+                rows += list(context.decode({seq: full[start:-1]}, all_logits=True)[seq])
+            yield prob, seq, full, start, rows
         finally:
             seq.release()
+
+
+def teacher_force(model, context, problems: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each problem, (entropies, greedy_was_right) over the reference solution's tokens."""
+    from .ops import numpy_ops as ops
+
+    for _prob, _seq, full, start, rows in forced_rows(model, context, problems):
+        ent = np.array([ops.entropy(r) for r in rows], dtype=np.float64)
+        right = np.array([int(np.argmax(r)) == t for r, t in zip(rows, full[start:], strict=True)])
+        yield ent, right
 
 
 def fit_threshold(entropy: np.ndarray, label: np.ndarray, seed: int = 0) -> dict:
@@ -189,6 +203,7 @@ def _logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float,
 
 
 def calibrate(service, *, limit: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Fit the threshold on the first `limit` problems and store it for this GGUF."""
     model = service.model()
     context = service.context()
     problems = humaneval_problems()[: limit or None]
@@ -206,5 +221,19 @@ def calibrate(service, *, limit: int | None = None, progress: Callable[[int, int
     result = fit_threshold(entropy, label)
     result["split_spread"] = list(split_spread(entropy, label))
     result.update(model=model.name, problems=len(problems), sha256=file_sha256(model.path))
+    save_threshold(model.path, result)
+    return result
+
+
+def add_rerank_check(service, result: dict, *, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Measure, on the problems `result` was fitted on and at its threshold, whether the
+    lookahead rerank beats greedy (`rerank_check`); stored with the threshold. A second step,
+    so the threshold is kept even if this long one is interrupted."""
+    from .rerank_check import check_rerank
+
+    problems = humaneval_problems()[: result["problems"]]
+    model = service.model()
+    check = check_rerank(model, service.context(), service.ops(), problems, result["threshold"], progress=progress)
+    result = {**result, "rerank": check}
     save_threshold(model.path, result)
     return result

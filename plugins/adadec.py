@@ -78,12 +78,18 @@ class AdaDec(Strategy):
         return {"threshold": _threshold(options, model_path)[0]} if str(options.threshold) == "auto" else {}
 
     def resolve_threshold(self, run: Run) -> tuple[float, str]:
-        tau, source = _threshold(self.options, run.model.path)
+        tau, source, stored = _threshold(self.options, run.model.path)
         if source == "default":
             run.notes.append(
                 f"adadec: no calibrated threshold for {run.model.path.name}; using the default "
                 f"{DEFAULT_THRESHOLD} nats (run `assistant calibrate` to learn one)"
             )
+        elif source == "calibrated" and "rerank" in stored:  # `calibrate --check-rerank` measured it
+            from assistant.rerank_check import verdict
+
+            warning = verdict(stored["rerank"])
+            if warning:
+                run.notes.append(f"adadec: {warning}")
         return tau, source
 
     def resolve_schedule(self, run: Run) -> str:
@@ -184,14 +190,17 @@ class AdaDec(Strategy):
                         f.release()
 
 
-def _threshold(options: AdaDecOptions, model_path: Path) -> tuple[float, str]:
-    """(threshold, where it came from: 'option', 'calibrated' or 'default')."""
+def _threshold(options: AdaDecOptions, model_path: Path) -> tuple[float, str, dict | None]:
+    """(threshold, where it came from: 'option', 'calibrated' or 'default', what `calibrate`
+    stored for this model when it came from there)."""
     if str(options.threshold) != "auto":
-        return float(options.threshold), "option"
-    from assistant.calibration import load_threshold
+        return float(options.threshold), "option", None
+    from assistant.calibration import load_calibration
 
-    stored = load_threshold(model_path)
-    return (DEFAULT_THRESHOLD, "default") if stored is None else (stored, "calibrated")
+    stored = load_calibration(model_path)
+    if stored is None:
+        return DEFAULT_THRESHOLD, "default", None
+    return float(stored["threshold"]), "calibrated", stored
 
 
 @hookimpl

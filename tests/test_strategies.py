@@ -178,8 +178,35 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     assert after.stats["threshold_source"] == "calibrated"
     stale = run_cli(*he, env=env)  # results made with the default threshold do not resume
     assert stale.returncode == 2 and "another run" in stale.stderr and "learned threshold" in stale.stderr
+    # does the lookahead beat greedy where it pauses? counted on the same reference solutions
+    checked = run_cli("calibrate", "--model", str(smol_path), "--limit", "4", "--check-rerank", "--json", env=env)
+    assert checked.returncode == 0, checked.stderr
+    c = json.loads(checked.stdout)["rerank"]
+    assert c["pauses"] > 10 and c["k"] == 3 and c["lookahead"] == 5
+    assert c["changed_to_reference"] + c["changed_from_reference"] <= c["changed"] <= c["pauses"]
+    assert c["rerank_right"] == c["greedy_right"] - c["changed_from_reference"] + c["changed_to_reference"]
+    assert 0 < c["p"] <= 1
+    from assistant.rerank_check import verdict
+
+    noted = run_cli(*cli, env=env).stderr  # adadec warns exactly when the stored check says it loses
+    assert ("expect AdaDec to do worse than greedy" in noted) == (verdict(c) is not None), noted
+    text = run_cli("calibrate", "--model", str(smol_path), "--limit", "2", "--check-rerank", env=env)
+    assert text.returncode == 0 and "rerank check at" in text.stdout and "checking the lookahead rerank" in text.stderr
     assert "note:" not in run_cli(*cli, env=env).stderr
     assert after.stats["adadec_threshold"] == pytest.approx(fit["threshold"], abs=1e-3)
+
+
+def test_rerank_verdict_warns_only_on_a_significant_loss():
+    from assistant.evals.compare import mcnemar_exact_p
+    from assistant.rerank_check import verdict
+
+    def check(to_ref, from_ref):
+        counts = {"changed_to_reference": to_ref, "changed_from_reference": from_ref}
+        return {**counts, "changed": to_ref + from_ref, "p": mcnemar_exact_p(to_ref, from_ref)}
+
+    assert "226 to the reference, 296 away" in verdict(check(226, 296))  # Gemma 3 270M, p = 0.0025
+    assert verdict(check(296, 226)) is None  # a significant gain needs no warning
+    assert verdict(check(3, 5)) is None  # a loss within chance is no evidence
 
 
 def test_split_spread_narrows_with_data_around_a_clear_threshold():
