@@ -67,11 +67,6 @@ def load_calibration(model_path: Path) -> dict | None:
     return _read_json(data_dir() / STORE).get(file_sha256(model_path))
 
 
-def load_threshold(model_path: Path) -> float | None:
-    entry = load_calibration(model_path)
-    return float(entry["threshold"]) if entry else None
-
-
 def save_threshold(model_path: Path, result: dict) -> None:
     store_file = data_dir() / STORE
     store = _read_json(store_file)
@@ -93,8 +88,8 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def forced_rows(model, context, problems: list[dict]) -> Iterator[tuple]:
-    """Teacher-force each problem's reference solution in one decode: yields (problem, the
-    sequence holding prompt + solution, the tokens, where the solution starts, its rows: the
+    """Teacher-force each problem's reference solution in one decode: yields (the sequence
+    holding prompt + solution, the tokens, where the solution starts, its rows: the
     next-token logits at each solution position). The sequence is released after each yield.
     The rows are views of the engine's buffer (~1 MB each for a 262k vocabulary): read them
     before the next decode."""
@@ -110,7 +105,7 @@ def forced_rows(model, context, problems: list[dict]) -> Iterator[tuple]:
             rows = [np.array(context.prefill(seq, full[:start]))]
             if len(full) - start > 1:
                 rows += list(context.decode({seq: full[start:-1]}, all_logits=True)[seq])
-            yield prob, seq, full, start, rows
+            yield seq, full, start, rows
         finally:
             seq.release()
 
@@ -119,7 +114,7 @@ def teacher_force(model, context, problems: list[dict]) -> Iterator[tuple[np.nda
     """For each problem, (entropies, greedy_was_right) over the reference solution's tokens."""
     from .ops import numpy_ops as ops
 
-    for _prob, _seq, full, start, rows in forced_rows(model, context, problems):
+    for _seq, full, start, rows in forced_rows(model, context, problems):
         ent = np.array([ops.entropy(r) for r in rows], dtype=np.float64)
         right = np.array([int(np.argmax(r)) == t for r, t in zip(rows, full[start:], strict=True)])
         yield ent, right

@@ -40,7 +40,7 @@ def check_rerank(
     pauses = changed = to_ref = from_ref = greedy_right = 0
     if progress:
         progress(0, len(problems))
-    for i, (_prob, seq, full, start, rows) in enumerate(forced_rows(model, context, problems)):
+    for i, (seq, full, start, rows) in enumerate(forced_rows(model, context, problems)):
         pause_at = []  # read every row before the lookaheads' decodes reuse the logits buffer
         for j, row in enumerate(rows):
             lse, entropy = ops.logsumexp_entropy(row)

@@ -75,7 +75,8 @@ class AdaDec(Strategy):
 
     @classmethod
     def resolved_settings(cls, options: AdaDecOptions, model_path: Path) -> dict:
-        return {"threshold": _threshold(options, model_path)[0]} if str(options.threshold) == "auto" else {}
+        tau, source, _ = _threshold(options, model_path)
+        return {} if source == "option" else {"threshold": tau}
 
     def resolve_threshold(self, run: Run) -> tuple[float, str]:
         tau, source, stored = _threshold(self.options, run.model.path)
