@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .code_hash import package_hash
 from .config import data_dir
 from .engine import common_prefix
 from .errors import UserError
@@ -87,19 +88,27 @@ def _write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)
 
 
-def forced_rows(model, context, problems: list[dict]) -> Iterator[tuple]:
-    """Teacher-force each problem's reference solution in one decode: yields (the sequence
-    holding prompt + solution, the tokens, where the solution starts, its rows: the
-    next-token logits at each solution position). The sequence is released after each yield.
-    The rows are views of the engine's buffer (~1 MB each for a 262k vocabulary): read them
-    before the next decode."""
+def forced_inputs(model, n_ctx: int, problems: list[dict]) -> list[tuple[list[int], int]]:
+    """For each problem whose prompt and reference solution fit `n_ctx` tokens: (their tokens,
+    where the solution starts). Computed up front so progress counts only what is decoded."""
+    inputs = []
     for prob in problems:
         prompt = model.bos_tokens() + model.tokenize(prob["prompt"])
         full = model.bos_tokens() + model.tokenize(prob["prompt"] + prob["canonical_solution"])
         # tokenize the concatenation and take the part after the common prefix (§1.2 pitfall)
         start = max(common_prefix(prompt, full), 1)
-        if start >= len(full) or len(full) > context.n_ctx:
-            continue
+        if start < len(full) <= n_ctx:
+            inputs.append((full, start))
+    return inputs
+
+
+def forced_rows(context, inputs: list[tuple[list[int], int]]) -> Iterator[tuple]:
+    """Teacher-force each reference solution (`forced_inputs`) in one decode: yields (the
+    sequence holding prompt + solution, the tokens, where the solution starts, its rows: the
+    next-token logits at each solution position). The sequence is released after each yield.
+    The rows are views of the engine's buffer (~1 MB each for a 262k vocabulary): read them
+    before the next decode."""
+    for full, start in inputs:
         seq = context.new_sequence()
         try:
             rows = [np.array(context.prefill(seq, full[:start]))]
@@ -110,11 +119,11 @@ def forced_rows(model, context, problems: list[dict]) -> Iterator[tuple]:
             seq.release()
 
 
-def teacher_force(model, context, problems: list[dict]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """For each problem, (entropies, greedy_was_right) over the reference solution's tokens."""
+def teacher_force(context, inputs: list[tuple[list[int], int]]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each reference solution, (entropies, greedy_was_right) over its tokens."""
     from .ops import numpy_ops as ops
 
-    for _seq, full, start, rows in forced_rows(model, context, problems):
+    for _seq, full, start, rows in forced_rows(context, inputs):
         ent = np.array([ops.entropy(r) for r in rows], dtype=np.float64)
         right = np.array([int(np.argmax(r)) == t for r, t in zip(rows, full[start:], strict=True)])
         yield ent, right
@@ -202,20 +211,31 @@ def calibrate(service, *, limit: int | None = None, progress: Callable[[int, int
     model = service.model()
     context = service.context()
     problems = humaneval_problems()[: limit or None]
+    inputs = forced_inputs(model, context.n_ctx, problems)
+    if not inputs:
+        raise UserError(
+            f"no calibration positions: every problem is longer than the context ({context.n_ctx} tokens); "
+            "use a larger --n-ctx"
+        )
     ents, labels = [], []
     if progress:
-        progress(0, len(problems))
-    for i, (e, r) in enumerate(teacher_force(model, context, problems)):
+        progress(0, len(inputs))
+    for i, (e, r) in enumerate(teacher_force(context, inputs)):
         ents.append(e)
         labels.append(r)
         if progress:
-            progress(i + 1, len(problems))
-    if not ents:
-        raise UserError("no calibration positions (are the problems longer than the context?)")
+            progress(i + 1, len(inputs))
     entropy, label = np.concatenate(ents), np.concatenate(labels)
     result = fit_threshold(entropy, label)
     result["split_spread"] = list(split_spread(entropy, label))
-    result.update(model=model.name, problems=len(problems), sha256=file_sha256(model.path))
+    result.update(
+        model=model.name,
+        problems=len(problems),
+        problems_used=len(inputs),
+        n_ctx=context.n_ctx,
+        sha256=file_sha256(model.path),
+        code=fit_code(),
+    )
     save_threshold(model.path, result)
     return result
 
@@ -224,11 +244,35 @@ def add_rerank_check(service, result: dict, *, progress: Callable[[int, int], No
     """Measure, on the problems `result` was fitted on and at its threshold, whether the
     lookahead rerank beats greedy (`rerank_check`); stored with the threshold. A second step,
     so the threshold is kept even if this long one is interrupted."""
-    from .rerank_check import check_rerank
+    from .rerank_check import check_code, check_rerank
 
-    problems = humaneval_problems()[: result["problems"]]
-    model = service.model()
-    check = check_rerank(model, service.context(), service.ops(), problems, result["threshold"], progress=progress)
-    result = {**result, "rerank": check}
+    model, context = service.model(), service.context()
+    inputs = forced_inputs(model, context.n_ctx, humaneval_problems()[: result["problems"]])
+    check = check_rerank(model, context, service.ops(), inputs, result["threshold"], progress=progress)
+    result = {**result, "rerank": {**check, "code": check_code()}}
     save_threshold(model.path, result)
     return result
+
+
+FIT_CODE = ("calibration.py", "ops/numpy_ops.py")  # teacher forcing, the fit, the entropy
+
+
+def fit_code() -> str:
+    """Names the code a threshold is fitted by; stored with it (see `stale_parts`)."""
+    return package_hash(*FIT_CODE)
+
+
+def stale_parts(stored: dict) -> dict[str, str]:
+    """The parts of a stored calibration ('threshold', 'rerank') made by other code than this
+    (an older version, or one without the version stamp), each with advice to redo it."""
+    stale = {}
+    if stored.get("code") != fit_code():
+        stale["threshold"] = "its threshold was learned by other calibration code; run `assistant calibrate` again"
+    if "rerank" in stored:
+        from .rerank_check import check_code
+
+        if stored["rerank"].get("code") != check_code():
+            stale["rerank"] = (
+                "its rerank check was measured by other code; run `assistant calibrate --check-rerank` again"
+            )
+    return stale

@@ -617,13 +617,14 @@ def calibrate(
     ] = False,
     threads: ThreadsOpt = None,
     n_gpu_layers: GpuOpt = None,
+    n_ctx: CtxOpt = None,
     as_json: JsonOpt = False,
 ):
     """Learn the model's AdaDec entropy threshold from HumanEval reference solutions."""
     from .calibration import add_rerank_check, spread_is_wide
     from .calibration import calibrate as run_calibration
 
-    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     with _progress_bar("teacher-forcing HumanEval solutions", enabled=not as_json) as advance:
         result = run_calibration(service, limit=limit, progress=advance)
@@ -637,9 +638,16 @@ def calibrate(
     typer.echo(
         f"{result['model']}: threshold {result['threshold']:.3f} nats "
         f"(p*={result['p_star']}, test accuracy {result['test_accuracy']:.3f}, "
-        f"{result['positions']} positions from {result['problems']} problems); stored for this GGUF\n"
+        f"{result['positions']} positions from {result['problems_used']} problems); stored for this GGUF\n"
         f"other random 80/20 splits give {lo:.3f}-{hi:.3f} nats (10th-90th percentile)"
     )
+    left_out = result["problems"] - result["problems_used"]
+    if left_out:
+        typer.echo(
+            f"assistant: note: {left_out} of {result['problems']} problems are longer than the context "
+            f"({result['n_ctx']} tokens) and were left out; a larger --n-ctx uses them",
+            err=True,
+        )
     if "rerank" in result:
         _echo_rerank_check(result["rerank"])
     few = result["positions"] < 2000  # the full 164 problems give ~10,000 for a 262k-vocabulary model

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .calibration import forced_rows
+from .calibration import FIT_CODE, forced_rows
+from .code_hash import package_hash
 from .decoding import Request, Run
 from .decoding.lookahead import greedy_rollouts
 from .decoding.steps import top_candidates
@@ -29,18 +30,19 @@ def check_rerank(
     model,
     context,
     ops,
-    problems: list[dict],
+    inputs: list[tuple[list[int], int]],
     threshold: float,
     *,
     k: int = 3,  # the paper's defaults, as adadec's options
     lookahead: int = 5,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Counts at the reference positions where AdaDec would pause (see the module docstring)."""
+    """Counts at the reference positions where AdaDec would pause (see the module docstring),
+    over the teacher-forced solutions `inputs` (`calibration.forced_inputs`)."""
     pauses = changed = to_ref = from_ref = greedy_right = 0
     if progress:
-        progress(0, len(problems))
-    for i, (seq, full, start, rows) in enumerate(forced_rows(model, context, problems)):
+        progress(0, len(inputs))
+    for i, (seq, full, start, rows) in enumerate(forced_rows(context, inputs)):
         pause_at = []  # read every row before the lookaheads' decodes reuse the logits buffer
         for j, row in enumerate(rows):
             lse, entropy = ops.logsumexp_entropy(row)
@@ -56,7 +58,7 @@ def check_rerank(
                 to_ref += won == target
                 from_ref += cands[0] == target
         if progress:
-            progress(i + 1, len(problems))
+            progress(i + 1, len(inputs))
     return {
         "threshold": threshold,
         "k": k,
@@ -93,6 +95,11 @@ def _lookahead_winner(model, context, ops, seq, prefix, cands, logprobs, lookahe
     finally:
         fork.release()
     return cands[int(np.argmax([b.score for b in branches]))]
+
+
+def check_code() -> str:
+    """Names the code a check is measured by: the fit's, this module's and the lookahead's."""
+    return package_hash(*FIT_CODE, "rerank_check.py", "decoding/lookahead.py", "decoding/steps.py")
 
 
 def verdict(check: dict) -> str | None:

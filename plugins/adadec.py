@@ -85,10 +85,15 @@ class AdaDec(Strategy):
                 f"adadec: no calibrated threshold for {run.model.path.name}; using the default "
                 f"{DEFAULT_THRESHOLD} nats (run `assistant calibrate` to learn one)"
             )
-        elif source == "calibrated" and "rerank" in stored:  # `calibrate --check-rerank` measured it
+        elif source == "calibrated":
+            from assistant.calibration import stale_parts
             from assistant.rerank_check import verdict
 
-            warning = verdict(stored["rerank"])
+            stale = stale_parts(stored)
+            name = run.model.path.name
+            run.notes += [f"adadec: the calibration stored for {name} is out of date: {why}" for why in stale.values()]
+            # `calibrate --check-rerank` measured whether the lookahead helps (by this code)
+            warning = verdict(stored["rerank"]) if "rerank" in stored and "rerank" not in stale else None
             if warning:
                 run.notes.append(f"adadec: {warning}")
         return tau, source

@@ -209,6 +209,41 @@ def test_rerank_verdict_warns_only_on_a_significant_loss():
     assert verdict(check(3, 5)) is None  # a loss within chance is no evidence
 
 
+def test_calibration_names_the_problems_it_left_out_and_the_code_that_made_it(isolated_env, smol_path):
+    env = {"ASSISTANT_DATA_DIR": str(isolated_env / "data")}
+    text = run_cli("calibrate", "--model", str(smol_path), "--limit", "21", "--n-ctx", "256", env=env)
+    assert text.returncode == 0, text.stderr
+    # HumanEval/20 is 287 SmolLM2 tokens: left out, and the bar counts the 20 that were decoded
+    assert "20/20" in text.stderr and "21/21" not in text.stderr, text.stderr
+    assert "1 of 21 problems are longer than the context (256 tokens)" in text.stderr, text.stderr
+    assert "from 20 problems" in text.stdout, text.stdout
+    svc = Service(Settings(completion_model=str(smol_path), n_ctx=1024))
+    req = Request(prompt="x = ", max_tokens=2, strategy="adadec")
+    fresh, _ = run(svc, req)
+    assert fresh.stats["threshold_source"] == "calibrated" and not fresh.stats.get("notes"), fresh.stats
+
+    from assistant.rerank_check import check_code
+
+    store = isolated_env / "data" / "adadec_thresholds.json"
+
+    def notes_with(**changes):
+        data = json.loads(store.read_text())
+        for entry in data.values():
+            entry.update(changes)
+        store.write_text(json.dumps(data))
+        done, _ = run(svc, req)
+        assert done.stats["threshold_source"] == "calibrated"
+        return " | ".join(done.stats.get("notes", []))
+
+    losing = {"changed": 522, "changed_to_reference": 226, "changed_from_reference": 296, "p": 0.0025}
+    notes = notes_with(rerank={**losing, "code": check_code()})
+    assert "expect AdaDec to do worse" in notes and "out of date" not in notes, notes
+    notes = notes_with(rerank={**losing, "code": "older"})  # a check by other code is no evidence
+    assert "expect AdaDec to do worse" not in notes and "calibrate --check-rerank` again" in notes, notes
+    notes = notes_with(code="older")  # e.g. a threshold stored before the fit changed
+    assert "learned by other calibration code" in notes and "out of date" in notes, notes
+
+
 def test_split_spread_narrows_with_data_around_a_clear_threshold():
     """Labels drawn from a logistic in entropy that crosses 1/2 at 1.2 nats: other splits of
     5,000 positions agree within a narrow band around it; 80 positions scatter more widely."""

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import __version__
 from ..calibration import file_sha256, humaneval_problems
+from ..code_hash import source_hash, whole_package_files
 from ..config import data_dir
 from ..decoding import Request, Sampling
 from ..errors import UserError
@@ -46,13 +46,7 @@ def run_tag(
 def code_version(strategy_file: str) -> str:
     """A hash of the package's version and source and of the strategy's module: any change
     to the code that generates, runs or scores a completion starts a new run."""
-    package = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256(__version__.encode())
-    files = [(p.relative_to(package).as_posix(), p) for p in sorted(package.rglob("*.py"))]
-    for name, path in [*files, (Path(strategy_file).name, Path(strategy_file))]:  # not where it is installed
-        h.update(name.encode())
-        h.update(path.read_bytes())
-    return h.hexdigest()[:12]
+    return source_hash(*whole_package_files(), Path(strategy_file))
 
 
 def results_path(tag: str) -> Path:
