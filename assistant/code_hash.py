@@ -3,6 +3,7 @@ made them and a later version never reuses them silently."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -24,8 +25,10 @@ def source_hash(*files: Path) -> str:
     return h.hexdigest()[:12]
 
 
+@functools.cache
 def package_hash(*relative: str) -> str:
-    """`source_hash` of the named package modules ('calibration.py', 'decoding/lookahead.py')."""
+    """`source_hash` of the named package modules ('calibration.py', 'decoding/lookahead.py');
+    once per process, as adadec asks on every run."""
     return source_hash(*(PACKAGE / name for name in relative))
 
 
