@@ -612,7 +612,8 @@ def calibrate(
         typer.Option(
             "--check-rerank",
             help="Also measure whether AdaDec's lookahead picks the reference token more often than greedy "
-            "where it pauses (a lookahead at every pause position: ~16 min for the bundled model on 2 cores).",
+            "where it pauses (a lookahead at every pause position: ~16 min for the bundled model on 2 cores). "
+            "Stored with the threshold; a later plain calibrate keeps it while it learns the same threshold.",
         ),
     ] = False,
     threads: ThreadsOpt = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 from pathlib import Path
 
 from . import __version__
@@ -26,10 +27,16 @@ def source_hash(*files: Path) -> str:
 
 
 @functools.cache
-def package_hash(*relative: str) -> str:
-    """`source_hash` of the named package modules ('calibration.py', 'decoding/lookahead.py');
-    once per process, as adadec asks on every run."""
-    return source_hash(*(PACKAGE / name for name in relative))
+def code_hash(*objects) -> str:
+    """sha256 (12 hex digits) of the package version and the source of each function or class,
+    named by module and qualified name: what a learned value depends on, and nothing else, so
+    an edit elsewhere in the same file leaves it valid. Once per process: adadec asks on
+    every run."""
+    h = hashlib.sha256(__version__.encode())
+    for obj in objects:
+        h.update(f"{obj.__module__}.{obj.__qualname__}".encode())
+        h.update(inspect.getsource(obj).encode())
+    return h.hexdigest()[:12]
 
 
 def whole_package_files() -> list[Path]:

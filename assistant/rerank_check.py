@@ -16,10 +16,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .calibration import FIT_CODE, forced_rows
-from .code_hash import package_hash
+from .calibration import fit_functions, forced_rows
+from .code_hash import code_hash
 from .decoding import Request, Run
-from .decoding.lookahead import greedy_rollouts
+from .decoding.lookahead import greedy_rollouts, rollout_code
 from .decoding.steps import top_candidates
 from .evals.compare import mcnemar_exact_p
 
@@ -98,8 +98,8 @@ def _lookahead_winner(model, context, ops, seq, prefix, cands, logprobs, lookahe
 
 
 def check_code() -> str:
-    """Names the code a check is measured by: the fit's, this module's and the lookahead's."""
-    return package_hash(*FIT_CODE, "rerank_check.py", "decoding/lookahead.py", "decoding/steps.py")
+    """Names the code a check is measured by: the fit's, the check's and the lookahead's."""
+    return code_hash(*fit_functions(), check_rerank, _lookahead_winner, *rollout_code(), top_candidates)
 
 
 def verdict(check: dict) -> str | None:

@@ -193,6 +193,12 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     text = run_cli("calibrate", "--model", str(smol_path), "--limit", "2", "--check-rerank", env=env)
     assert text.returncode == 0 and "rerank check at" in text.stdout and "checking the lookahead rerank" in text.stderr
     assert "note:" not in run_cli(*cli, env=env).stderr
+    store = isolated_env / "data" / "adadec_thresholds.json"
+    (checked_2,) = json.loads(store.read_text()).values()
+    again = run_cli("calibrate", "--model", str(smol_path), "--limit", "2", "--json", env=env)
+    assert json.loads(again.stdout)["rerank"] == checked_2["rerank"]  # same fit: the check still holds
+    other = run_cli("calibrate", "--model", str(smol_path), "--limit", "3", "--json", env=env)
+    assert "rerank" not in json.loads(other.stdout)  # a check of another fit says nothing about this one
     assert after.stats["adadec_threshold"] == pytest.approx(fit["threshold"], abs=1e-3)
 
 
@@ -242,6 +248,29 @@ def test_calibration_names_the_problems_it_left_out_and_the_code_that_made_it(is
     assert "expect AdaDec to do worse" not in notes and "calibrate --check-rerank` again" in notes, notes
     notes = notes_with(code="older")  # e.g. a threshold stored before the fit changed
     assert "learned by other calibration code" in notes and "out of date" in notes, notes
+
+
+def test_code_hash_follows_the_functions_named_not_the_rest_of_their_file(tmp_path, monkeypatch):
+    """A stored threshold stays valid through edits to its module that the fit does not use."""
+    import importlib
+    import linecache
+    import sys
+
+    from assistant.code_hash import code_hash
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    module = tmp_path / "fit_module_for_hash.py"
+
+    def hash_of_fit(other_body: str, fit_body: str) -> str:
+        module.write_text(f"def fit(x):\n    {fit_body}\n\n\ndef other():\n    {other_body}\n")
+        linecache.checkcache(str(module))
+        sys.modules.pop(module.stem, None)
+        return code_hash(importlib.import_module(module.stem).fit)
+
+    first = hash_of_fit("return 0", "return x + 1")
+    assert hash_of_fit("return 1  # edited", "return x + 1") == first
+    assert hash_of_fit("return 0", "return x + 2") != first
 
 
 def test_split_spread_narrows_with_data_around_a_clear_threshold():

@@ -259,3 +259,8 @@ def _unindented_line(text: str) -> bool:
             return True
         pos = text.find("\n", pos + 1)
     return False
+
+
+def rollout_code() -> tuple:
+    """What a rollout's branches depend on, for `code_hash` (a stored check names its code)."""
+    return (Branch, Seed, greedy_rollouts, _Rollouts, _unindented_line)
