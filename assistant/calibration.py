@@ -249,13 +249,11 @@ def _check_still_valid(stored: dict | None, result: dict) -> dict | None:
     if not stored or "rerank" not in stored:
         return None
     check = stored["rerank"]
-    from .rerank_check import check_code
-
     same = (
         check.get("threshold") == result["threshold"]
         and stored.get("problems") == result["problems"]
         and stored.get("problems_used") == result["problems_used"]
-        and check.get("code") == check_code()
+        and "rerank" not in stale_parts(stored)
     )
     return check if same else None
 
