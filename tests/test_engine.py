@@ -261,3 +261,22 @@ def test_numpy_blas_runs_on_one_thread_once_a_model_is_loaded(smol):
 
     blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
     assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
+def test_long_all_logits_batches_are_neither_timed_nor_padded(smol, tmp_path):
+    """Teacher forcing and rescoring decode long batches once each: timing whether one row
+    more is cheaper (six decodes of that length) cost superposed's rescore 10 s a call."""
+    book = PriceBook(tmp_path / "prices.json")
+    ctx = Context(smol, n_ctx=256, n_seq_max=1, n_batch=64, threads=1, prices=book)
+    tokens = (smol.tokenize(PROMPT) * 10)[:40]
+    seq = ctx.new_sequence()
+    c0 = ctx.counters.copy()
+    rows = ctx.decode({seq: tokens}, all_logits=True)[seq]
+    work = ctx.counters.since(c0)
+    assert rows.shape == (40, smol.n_vocab)
+    assert (work.forward_passes, work.padding_rows, work.tokens_evaluated) == (1, 0, 40)
+    assert book.load(ctx._price_key) == {}  # nothing was timed
+    seq.release()
+    ctx.decode({ctx.new_sequence(): tokens[:3]}, all_logits=True)  # a short batch still weighs padding
+    assert {3, 4} <= set(book.load(ctx._price_key))
+    ctx.close()

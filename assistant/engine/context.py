@@ -26,6 +26,7 @@ from .model import Model
 from .prices import PriceBook, machine_id
 
 DEFAULT_N_CTX = 4096
+PAD_MAX_ROWS = 16  # longer all-logits batches are never padded (see `_pads`)
 
 
 def default_threads() -> int:
@@ -400,7 +401,10 @@ class Context:
     # On CPU the output layer dominates a batch whose every token wants logits, and ggml's
     # matmul kernels are far from linear in the row count: on Gemma 3 (262k vocabulary, AVX2)
     # 3 rows cost 68 ms and 4 rows 49 ms. So a batch of n output rows gets one scratch row
-    # more when that was measured to be cheaper on this context (measured once per n).
+    # more when that was measured to be cheaper on this context (measured once per n). Only
+    # small batches are weighed: there one row is a large share of the kernels' row tiles (4
+    # or 8 rows), while for a long batch (teacher forcing, rescoring 3 drafts) one row more
+    # saves little and timing it costs six decodes of that length, more than the batch itself.
     def _fill_scratch(self, at: int, n: int, token: int) -> None:
         """Batch entries at..at+n-1: `token` at positions 0..n-1 of the scratch sequence."""
         self._tok[at : at + n] = token
@@ -500,7 +504,7 @@ class Context:
         return best
 
     def _pads(self, n: int) -> bool:
-        if n < 2 or n + 1 > min(self.n_batch, self.n_ctx):
+        if n < 2 or n > PAD_MAX_ROWS or n + 1 > min(self.n_batch, self.n_ctx):
             return False
         if n not in self._pad:
             plain, padded = self._raw_cost(n), self._raw_cost(n + 1)
