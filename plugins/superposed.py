@@ -118,6 +118,8 @@ class Superposed(Strategy):
         ranked = self._rank(run, o, alive + finished, rescore=o.rescore and not cancelled)
         texts = [self._final_text(run, d) for d in ranked]
         run.extra_stats.update(drafts=len(ranked), superposed_steps=steps)
+        if ranked:
+            yield Drafts(texts, [d.score for d in ranked], final=True)
         if ranked:  # the best draft becomes the run's text (stop rules applied as for any strategy)
             for token in ranked[0].tokens:
                 yield from run.take(token, cancellable=False)  # written already: nothing to cancel
@@ -194,25 +196,46 @@ class Superposed(Strategy):
                 d.score = s
         return sorted(drafts, key=lambda d: d.perplexity)[: o.k]
 
-    def _true_logprobs(self, run, drafts):
-        """Sum of the model's log-probabilities of each draft after the prompt: one batch."""
+    def _true_logprobs(self, run, drafts) -> list[float]:
+        """Sum of the model's log-probabilities of each draft after the prompt. The drafts'
+        rows are packed into decodes of at most n_batch rows, each read before the next: the
+        engine copies the rows of a longer batch, n_vocab floats a token (1 MB on Gemma 3, so
+        1.2 GB for three 384-token drafts)."""
         ctx, ops = run.context, run.ops
-        n_prompt = len(run.prompt_tokens)
-        run.seq.truncate(n_prompt - 1)
+        run.seq.truncate(len(run.prompt_tokens) - 1)
         forks = [run.seq.fork() for _ in drafts]
+        scores = [0.0] * len(drafts)
+        work = [([run.prompt_tokens[-1], *d.tokens[:-1]], d.tokens) for d in drafts]
         try:
-            out = ctx.decode(
-                {f: [run.prompt_tokens[-1], *d.tokens[:-1]] for f, d in zip(forks, drafts, strict=True)},
-                all_logits=True,
-            )
-            scores = []
-            for f, d in zip(forks, drafts, strict=True):
-                rows = out[f]
-                scores.append(sum(float(rows[j][t]) - ops.logsumexp(rows[j]) for j, t in enumerate(d.tokens)))
+            for batch in scoring_batches(work, ctx.n_batch):
+                out = ctx.decode({forks[i]: inputs for i, inputs, _ in batch}, all_logits=True)
+                for i, _, targets in batch:
+                    table = out[forks[i]]
+                    scores[i] += sum(float(table[j][t]) - ops.logsumexp(table[j]) for j, t in enumerate(targets))
             return scores
         finally:
             for f in forks:
                 f.release()
+
+
+def scoring_batches(work: list[tuple[list[int], list[int]]], n_batch: int):
+    """Pack teacher-forcing work, (input tokens, the tokens they predict) per sequence, into
+    batches of at most n_batch rows: lists of (sequence index, inputs, targets). A sequence
+    longer than n_batch is cut into pieces that go in order, one piece per batch."""
+    pieces = [
+        (i, inputs[s : s + n_batch], targets[s : s + n_batch])
+        for i, (inputs, targets) in enumerate(work)
+        for s in range(0, len(inputs), n_batch)
+    ]
+    batch, rows = [], 0
+    for piece in pieces:
+        if batch and (rows + len(piece[1]) > n_batch or piece[0] == batch[-1][0]):
+            yield batch
+            batch, rows = [], 0
+        batch.append(piece)
+        rows += len(piece[1])
+    if batch:
+        yield batch
 
 
 @hookimpl

@@ -307,6 +307,47 @@ def test_superposed_gives_distinct_drafts(service):
     assert 0.5 * st["decode_seconds"] <= span <= st["seconds"] - st["prompt_seconds"] + 1e-3, st
 
 
+def test_superposed_rescore_ranks_by_the_models_log_probability(service, smol):
+    """rescore=true (best-of-k by log-probability): the last Drafts event, before the best
+    draft's tokens, holds the final drafts, best first, scored by the model's own
+    log-probability of each."""
+    from assistant.context.prompt import build_prompt
+
+    req = Request(
+        prompt="import os\n\ndef list_python_files(folder):\n    ",
+        max_tokens=8,
+        strategy="superposed",
+        options={"corpus": SMALL_CORPUS, "rescore": True},
+    )
+    done, events = run(service, req)
+    final = [e for e in events if isinstance(e, Drafts) and e.final]
+    assert len(final) == 1 and [e for e in events if isinstance(e, Drafts)][-1] is final[0]
+    assert final[0].texts == done.texts and len(done.tokens) == 8
+    # the best draft's score, teacher-forced again one token at a time on another context
+    ctx = Context(smol, n_ctx=256, n_seq_max=1)
+    try:
+        seq = ctx.new_sequence()
+        logits = ctx.prefill(seq, build_prompt(smol, req, 256).tokens)
+        lp = 0.0
+        for t in done.tokens:
+            x = logits.astype(np.float64)
+            lp += x[t] - np.logaddexp.reduce(x)
+            logits = ctx.decode_one(seq, t)
+    finally:
+        ctx.close()
+    assert final[0].scores[0] == pytest.approx(lp, abs=0.05)
+
+
+def test_scoring_batches_pack_rows_and_keep_each_sequence_in_order():
+    from plugins.superposed import scoring_batches
+
+    work = [(list(range(7)), list(range(1, 8))), ([10, 11, 12], [11, 12, 13]), ([20, 21], [21, 22])]
+    batches = [[(i, inputs) for i, inputs, _ in b] for b in scoring_batches(work, 5)]
+    assert batches == [[(0, [0, 1, 2, 3, 4])], [(0, [5, 6]), (1, [10, 11, 12])], [(2, [20, 21])]]
+    assert all(sum(len(x) for _, x in b) <= 5 for b in batches)
+    assert [t for b in scoring_batches(work, 5) for i, _, t in b if i == 0] == [[1, 2, 3, 4, 5], [6, 7]]
+
+
 def test_strategy_set_up_is_not_counted_as_prompt_time(service, monkeypatch):
     """superposed loads its n-gram store before the prompt; that time is `setup_seconds`, so
     `prompt_seconds` stays the prefill's (it used to absorb the store's load)."""

@@ -16,10 +16,12 @@ class Token:
 
 @dataclass(slots=True)
 class Drafts:
-    """k alternative drafts advanced together (superposed decoding)."""
+    """k alternative drafts advanced together (superposed decoding). The last event of a run
+    is `final`: the finished drafts, best first, with the scores they were ranked by."""
 
     texts: list[str]
     scores: list[float] = field(default_factory=list)
+    final: bool = False
 
 
 @dataclass(slots=True)
