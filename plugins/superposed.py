@@ -118,9 +118,8 @@ class Superposed(Strategy):
         ranked = self._rank(run, o, alive + finished, rescore=o.rescore and not cancelled)
         texts = [self._final_text(run, d) for d in ranked]
         run.extra_stats.update(drafts=len(ranked), superposed_steps=steps)
-        if ranked:
-            yield Drafts(texts, [d.score for d in ranked], final=True)
         if ranked:  # the best draft becomes the run's text (stop rules applied as for any strategy)
+            yield Drafts(texts, [d.score for d in ranked], final=True)
             for token in ranked[0].tokens:
                 yield from run.take(token, cancellable=False)  # written already: nothing to cancel
                 if run.finished:

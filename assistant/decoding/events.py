@@ -16,8 +16,8 @@ class Token:
 
 @dataclass(slots=True)
 class Drafts:
-    """k alternative drafts advanced together (superposed decoding). The last event of a run
-    is `final`: the finished drafts, best first, with the scores they were ranked by."""
+    """k alternative drafts advanced together (superposed decoding). A run's last Drafts
+    event is `final`: the finished drafts, best first, with the scores they were ranked by."""
 
     texts: list[str]
     scores: list[float] = field(default_factory=list)
