@@ -339,7 +339,7 @@ def test_superposed_rescore_ranks_by_the_models_log_probability(service, smol):
 
 
 def test_scoring_batches_pack_rows_and_keep_each_sequence_in_order():
-    from plugins.superposed import scoring_batches
+    from assistant.plugins.superposed import scoring_batches
 
     work = [(list(range(7)), list(range(1, 8))), ([10, 11, 12], [11, 12, 13]), ([20, 21], [21, 22])]
     batches = [[(i, inputs) for i, inputs, _ in b] for b in scoring_batches(work, 5)]
