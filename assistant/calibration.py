@@ -107,13 +107,13 @@ def forced_rows(context, inputs: list[tuple[list[int], int]]) -> Iterator[tuple]
     sequence holding prompt + solution, the tokens, where the solution starts, its rows: the
     next-token logits at each solution position). The sequence is released after each yield.
     The rows are views of the engine's buffer (~1 MB each for a 262k vocabulary): read them
-    before the next decode."""
+    before the next decode. Never padded: a threshold must not depend on decode timings."""
     for full, start in inputs:
         seq = context.new_sequence()
         try:
             rows = [np.array(context.prefill(seq, full[:start]))]
             if len(full) - start > 1:
-                rows += list(context.decode({seq: full[start:-1]}, all_logits=True)[seq])
+                rows += list(context.decode({seq: full[start:-1]}, all_logits=True, may_pad=False)[seq])
             yield seq, full, start, rows
         finally:
             seq.release()

@@ -273,14 +273,22 @@ class Context:
         return self.logits(0)
 
     def decode(
-        self, work: Mapping[Sequence, Seq[int]], *, all_logits: bool = False, logits: bool = True
+        self,
+        work: Mapping[Sequence, Seq[int]],
+        *,
+        all_logits: bool = False,
+        logits: bool = True,
+        may_pad: bool = True,
     ) -> dict[Sequence, np.ndarray]:
         """Evaluate new tokens for many sequences in one batch.
 
         Returns, per sequence, the logits after its last new token (or, with all_logits, an
         array of shape (n_new, n_vocab) for every new token; with logits=False, nothing: the
         tokens only fill the KV cache). Views are zero-copy when the batch fits in `n_batch`;
-        otherwise the batch is split and earlier outputs are copied.
+        otherwise the batch is split and earlier outputs are copied. `may_pad=False` never
+        adds a padding row, so the logits do not depend on which batch shape timed cheaper on
+        this machine (padding changes the kernels' rounding): for measurements that must be
+        reproducible, such as calibration.
         """
         entries: list[tuple[Sequence, int, int, bool]] = []
         for seq, toks in work.items():
@@ -299,7 +307,7 @@ class Context:
         results: dict[Sequence, list[np.ndarray]] = {seq: [] for seq in work}
         done_tokens: dict[Sequence, list[int]] = {seq: [] for seq in work}
         n_chunks = (len(entries) + self.n_batch - 1) // self.n_batch
-        pad = n_chunks == 1 and all(e[3] for e in entries) and self._pads(len(entries))
+        pad = may_pad and n_chunks == 1 and all(e[3] for e in entries) and self._pads(len(entries))
         for c_i in range(n_chunks):
             chunk = entries[c_i * self.n_batch : (c_i + 1) * self.n_batch]
             n = len(chunk)
