@@ -196,45 +196,22 @@ class Superposed(Strategy):
         return sorted(drafts, key=lambda d: d.perplexity)[: o.k]
 
     def _true_logprobs(self, run, drafts) -> list[float]:
-        """Sum of the model's log-probabilities of each draft after the prompt. The drafts'
-        rows are packed into decodes of at most n_batch rows, each read before the next: the
-        engine copies the rows of a longer batch, n_vocab floats a token (1 MB on Gemma 3, so
-        1.2 GB for three 384-token drafts)."""
+        """Sum of the model's log-probabilities of each draft after the prompt, every draft
+        teacher-forced in one batch whose rows are read in place chunk by chunk
+        (`decode_rows`): copied, they would be 1 MB a token on Gemma 3's vocabulary."""
         ctx, ops = run.context, run.ops
         run.seq.truncate(len(run.prompt_tokens) - 1)
-        forks = [run.seq.fork() for _ in drafts]
-        scores = [0.0] * len(drafts)
-        work = [([run.prompt_tokens[-1], *d.tokens[:-1]], d.tokens) for d in drafts]
+        forks = {run.seq.fork(): d for d in drafts}
+        scores = dict.fromkeys(forks, 0.0)
+        work = {f: [run.prompt_tokens[-1], *d.tokens[:-1]] for f, d in forks.items()}
         try:
-            for batch in scoring_batches(work, ctx.n_batch):
-                out = ctx.decode({forks[i]: inputs for i, inputs, _ in batch}, all_logits=True)
-                for i, _, targets in batch:
-                    table = out[forks[i]]
-                    scores[i] += sum(float(table[j][t]) - ops.logsumexp(table[j]) for j, t in enumerate(targets))
-            return scores
+            for fork, first, rows in ctx.decode_rows(work):
+                targets = forks[fork].tokens[first : first + len(rows)]
+                scores[fork] += sum(float(row[t]) - ops.logsumexp(row) for row, t in zip(rows, targets, strict=True))
+            return list(scores.values())
         finally:
             for f in forks:
                 f.release()
-
-
-def scoring_batches(work: list[tuple[list[int], list[int]]], n_batch: int):
-    """Pack teacher-forcing work, (input tokens, the tokens they predict) per sequence, into
-    batches of at most n_batch rows: lists of (sequence index, inputs, targets). A sequence
-    longer than n_batch is cut into pieces that go in order, one piece per batch."""
-    pieces = [
-        (i, inputs[s : s + n_batch], targets[s : s + n_batch])
-        for i, (inputs, targets) in enumerate(work)
-        for s in range(0, len(inputs), n_batch)
-    ]
-    batch, rows = [], 0
-    for piece in pieces:
-        if batch and (rows + len(piece[1]) > n_batch or piece[0] == batch[-1][0]):
-            yield batch
-            batch, rows = [], 0
-        batch.append(piece)
-        rows += len(piece[1])
-    if batch:
-        yield batch
 
 
 @hookimpl

@@ -107,6 +107,30 @@ def test_a_cached_prompt_gives_the_logits_of_a_fresh_one_bit_for_bit(which, requ
     ctx.close()
 
 
+def test_decode_rows_streams_a_long_batch_in_place_with_the_rows_decode_copies(smol):
+    """A batch longer than n_batch: `decode_rows` yields each chunk's rows as views, a piece
+    per sequence per chunk in order, and they are the very rows `decode(all_logits=True)`
+    copies and joins for the same batch."""
+    ctx = Context(smol, n_ctx=256, n_seq_max=4, n_batch=8)
+    work = [smol.tokenize("def add(a, b):\n    return a + b\n")[:11], smol.tokenize("x = [1, 2, 3]")[:6]]
+    assert len(work[0]) == 11 and len(work[1]) == 6  # 17 rows: chunks of 8, 8, 1
+    seqs = [ctx.new_sequence() for _ in work]
+    pieces = []
+    for seq, first, rows in ctx.decode_rows(dict(zip(seqs, work, strict=True))):
+        assert not rows.flags.owndata and len(rows) <= 8
+        pieces.append((seqs.index(seq), first, len(rows), rows.copy()))
+    assert [p[:3] for p in pieces] == [(0, 0, 8), (0, 8, 3), (1, 0, 5), (1, 5, 1)]
+    assert [s.tokens for s in seqs] == work
+    for s in seqs:
+        s.release()
+    again = [ctx.new_sequence() for _ in work]
+    joined = ctx.decode(dict(zip(again, work, strict=True)), all_logits=True)
+    for i, seq in enumerate(again):
+        streamed = np.concatenate([p[3] for p in pieces if p[0] == i])
+        np.testing.assert_array_equal(joined[seq], streamed)
+    ctx.close()
+
+
 @pytest.mark.parametrize("which", ["smol", "gemma"])
 def test_probe_of_batch_rows_says_whether_they_match_single_decodes(which, request):
     """llama.cpp may round an n-row batch differently from n one-token decodes (on some

@@ -338,16 +338,6 @@ def test_superposed_rescore_ranks_by_the_models_log_probability(service, smol):
     assert final[0].scores[0] == pytest.approx(lp, abs=0.05)
 
 
-def test_scoring_batches_pack_rows_and_keep_each_sequence_in_order():
-    from assistant.plugins.superposed import scoring_batches
-
-    work = [(list(range(7)), list(range(1, 8))), ([10, 11, 12], [11, 12, 13]), ([20, 21], [21, 22])]
-    batches = [[(i, inputs) for i, inputs, _ in b] for b in scoring_batches(work, 5)]
-    assert batches == [[(0, [0, 1, 2, 3, 4])], [(0, [5, 6]), (1, [10, 11, 12])], [(2, [20, 21])]]
-    assert all(sum(len(x) for _, x in b) <= 5 for b in batches)
-    assert [t for b in scoring_batches(work, 5) for i, _, t in b if i == 0] == [[1, 2, 3, 4, 5], [6, 7]]
-
-
 def test_strategy_set_up_is_not_counted_as_prompt_time(service, monkeypatch):
     """superposed loads its n-gram store before the prompt; that time is `setup_seconds`, so
     `prompt_seconds` stays the prefill's (it used to absorb the store's load)."""

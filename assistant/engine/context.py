@@ -2,7 +2,8 @@
 
 `Context.decode({seq: tokens, ...})` evaluates every sequence's new tokens in one
 `llama_decode` batch (split only when the batch exceeds `n_batch`) and returns a zero-copy
-numpy view of each sequence's last logits, valid until the next decode. `Sequence` objects
+numpy view of each sequence's last logits, valid until the next decode; `decode_rows` streams
+every new token's logits chunk by chunk, read in place. `Sequence` objects
 track the tokens their KV cells hold, so forking is a metadata copy and prompt prefill keeps
 the longest common prefix already in the cache.
 """
@@ -13,7 +14,7 @@ import ctypes
 import hashlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Sequence as Seq
 
 import llama_cpp
@@ -240,6 +241,8 @@ class Context:
 
     def hidden_of(self, seq: Sequence) -> np.ndarray:
         """The final hidden state after `seq`'s last token in the last `decode` (a copy)."""
+        if seq.id not in self._last_out:
+            raise EngineError("no output of this sequence in the last decode")
         return self.hidden(self._last_out[seq.id]).copy()
 
     def hidden(self, index: int) -> np.ndarray:
@@ -285,11 +288,60 @@ class Context:
         Returns, per sequence, the logits after its last new token (or, with all_logits, an
         array of shape (n_new, n_vocab) for every new token; with logits=False, nothing: the
         tokens only fill the KV cache). Views are zero-copy when the batch fits in `n_batch`;
-        otherwise the batch is split and earlier outputs are copied. `may_pad=False` never
-        adds a padding row, so the logits do not depend on which batch shape timed cheaper on
-        this machine (padding changes the kernels' rounding): for measurements that must be
-        reproducible, such as calibration.
+        otherwise the batch is split and earlier outputs are copied (to read a long batch in
+        place, use `decode_rows`). `may_pad=False` never adds a padding row, so the logits do
+        not depend on which batch shape timed cheaper on this machine (padding changes the
+        kernels' rounding): for measurements that must be reproducible, such as calibration.
         """
+        if all_logits:
+            whole = sum(len(toks) for toks in work.values()) <= self.n_batch  # views stay valid
+            pieces: dict[Sequence, list[np.ndarray]] = {seq: [] for seq in work}
+            for seq, _first, rows in self.decode_rows(work, may_pad=may_pad):
+                pieces[seq].append(rows if whole else rows.copy())
+            return {
+                seq: rows[0] if len(rows) == 1 else np.concatenate(rows) if rows else self._no_rows()
+                for seq, rows in pieces.items()
+            }
+        last: dict[Sequence, np.ndarray] = {}
+        for chunk, final in self._decode_chunks(work, wants=(lambda j, n: logits and j == n - 1), may_pad=may_pad):
+            for i, (seq, _tok, _pos, want) in enumerate(chunk):
+                if want:
+                    view = self.logits(i)
+                    last[seq] = view if final else view.copy()
+        return last
+
+    def decode_rows(
+        self, work: Mapping[Sequence, Seq[int]], *, may_pad: bool = True
+    ) -> Iterator[tuple[Sequence, int, np.ndarray]]:
+        """Evaluate new tokens for many sequences and stream the logits after every one:
+        yields (sequence, index of the piece's first row among the sequence's new tokens,
+        zero-copy (rows, n_vocab) view), in batch order, a piece per sequence per n_batch
+        chunk. A view is valid only until the generator resumes, which decodes the next
+        chunk: so a long batch (teacher forcing, rescoring drafts) is read in place instead of
+        copied, n_vocab floats a row (1 MB on Gemma 3's vocabulary)."""
+        done: dict[Sequence, int] = {}
+        for chunk, _final in self._decode_chunks(work, wants=lambda j, n: True, may_pad=may_pad):
+            table = self._output_table(len(chunk))
+            a = 0
+            while a < len(chunk):
+                seq, b = chunk[a][0], a + 1
+                while b < len(chunk) and chunk[b][0] is seq:
+                    b += 1
+                first = done.get(seq, 0)
+                done[seq] = first + b - a
+                yield seq, first, table[a:b]
+                a = b
+
+    def _no_rows(self) -> np.ndarray:
+        return np.zeros((0, self.model.n_vocab), np.float32)
+
+    def _decode_chunks(
+        self, work: Mapping[Sequence, Seq[int]], *, wants: Callable[[int, int], bool], may_pad: bool
+    ) -> Iterator[tuple[list[tuple[Sequence, int, int, bool]], bool]]:
+        """Decode `work` in n_batch chunks, each chunk only when the caller asks for it:
+        yields (the chunk's entries (sequence, token, position, wants logits), whether it is
+        the last) after its decode, when its output rows sit at the entries' batch indices.
+        `wants(j, n)`: whether new token j of a sequence's n wants logits."""
         entries: list[tuple[Sequence, int, int, bool]] = []
         for seq, toks in work.items():
             if seq.id < 0:
@@ -299,15 +351,10 @@ class Context:
                 raise ContextOverflow(
                     f"{start + len(toks)} tokens do not fit in the context ({self.n_ctx}); raise --n-ctx"
                 )
-            last = len(toks) - 1
-            for j, t in enumerate(toks):
-                entries.append((seq, int(t), start + j, all_logits or (logits and j == last)))
-        if not entries:
-            return {}
-        results: dict[Sequence, list[np.ndarray]] = {seq: [] for seq in work}
-        done_tokens: dict[Sequence, list[int]] = {seq: [] for seq in work}
+            entries += [(seq, int(t), start + j, wants(j, len(toks))) for j, t in enumerate(toks)]
         n_chunks = (len(entries) + self.n_batch - 1) // self.n_batch
         pad = may_pad and n_chunks == 1 and all(e[3] for e in entries) and self._pads(len(entries))
+        seqs = list(work)
         for c_i in range(n_chunks):
             chunk = entries[c_i * self.n_batch : (c_i + 1) * self.n_batch]
             n = len(chunk)
@@ -322,41 +369,22 @@ class Context:
                 self._fill_scratch(n, 1, chunk[-1][1])
             self._batch.n_tokens = n + pad
             try:
-                self._run_decode(n, list(work), pad=int(pad))
+                self._run_decode(n, seqs, pad=int(pad))
             except ContextOverflow:
                 if not pad:
                     raise
                 self._batch.n_tokens = n  # no cell left for the scratch row: go without it
-                self._run_decode(n, list(work))
+                self._run_decode(n, seqs)
             finally:
                 if pad:
                     llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
-            final = c_i == n_chunks - 1
-            table = all_logits and n_chunks == 1  # rows are returned as one 2-D view below
+            for seq in seqs:  # an output of an earlier chunk is overwritten now
+                self._last_out.pop(seq.id, None)
             for i, (seq, tok, _pos, want) in enumerate(chunk):
-                done_tokens[seq].append(tok)
+                seq.tokens.append(tok)  # commit tokens as soon as their cells exist
                 if want:
-                    if not table:
-                        view = self.logits(i)
-                        results[seq].append(view if final else view.copy())
-                    if final:
-                        self._last_out[seq.id] = i
-            for seq in work:  # commit tokens as soon as their cells exist
-                seq.tokens.extend(done_tokens[seq])
-                done_tokens[seq] = []
-        if all_logits:
-            if n_chunks == 1:  # outputs are contiguous rows in batch order: one 2-D view each
-                table = self._output_table(len(entries))
-                out, row = {}, 0
-                for seq, toks in work.items():
-                    out[seq] = table[row : row + len(toks)]
-                    row += len(toks)
-                return out
-            return {
-                seq: np.stack(rows) if rows else np.zeros((0, self.model.n_vocab), np.float32)
-                for seq, rows in results.items()
-            }
-        return {seq: rows[-1] for seq, rows in results.items() if rows}
+                    self._last_out[seq.id] = i
+            yield chunk, c_i == n_chunks - 1
 
     def decode_embeddings(self, seq: Sequence, vectors: np.ndarray, *, token_ids=None) -> np.ndarray:
         """Evaluate input-embedding rows (n x n_embd_inp) on one sequence; returns the last
