@@ -33,7 +33,7 @@ def _token_bytes(model) -> list[bytes]:
     for token in range(model.n_vocab):
         n = llama_cpp.llama_token_to_piece(model.vocab, token, buf, 16 * 1024, 0, True)
         tok = bytes(buf[: max(n, 0)])
-        attr = llama_cpp.llama_token_get_attr(model.vocab, token)
+        attr = llama_cpp.llama_vocab_get_attr(model.vocab, token)
         # special tokens are marked with a 0xff prefix, as llguidance.llamacpp does
         if attr & control or (attr & user and tok.startswith(b"<") and tok.endswith(b">")):
             tok = b"\xff" + tok
