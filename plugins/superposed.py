@@ -196,9 +196,9 @@ class Superposed(Strategy):
         return sorted(drafts, key=lambda d: d.perplexity)[: o.k]
 
     def _true_logprobs(self, run, drafts) -> list[float]:
-        """Sum of the model's log-probabilities of each draft after the prompt, every draft
-        teacher-forced in one batch whose rows are read in place chunk by chunk
-        (`decode_rows`): copied, they would be 1 MB a token on Gemma 3's vocabulary."""
+        """Sum of the model's log-probabilities of each draft after the prompt: the drafts are
+        teacher-forced together by `decode_rows`, which reads their rows in place a bounded
+        chunk at a time (a row is 1 MB on Gemma 3's vocabulary; three 384-token drafts)."""
         ctx, ops = run.context, run.ops
         run.seq.truncate(len(run.prompt_tokens) - 1)
         forks = {run.seq.fork(): d for d in drafts}

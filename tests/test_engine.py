@@ -131,6 +131,25 @@ def test_decode_rows_streams_a_long_batch_in_place_with_the_rows_decode_copies(s
     ctx.close()
 
 
+def test_decode_rows_bounds_the_logits_of_one_decode_by_bytes(gemma):
+    """By default a chunk holds at most STREAM_BYTES of logits, whatever n_batch allows:
+    64 rows of Gemma 3's 262k vocabulary, where 512 rows would be 0.5 GB in each of
+    llama.cpp's two output buffers; the caller may choose the size."""
+    from assistant.engine.context import STREAM_BYTES
+
+    ctx = Context(gemma, n_ctx=256, n_seq_max=2, n_batch=512)
+    tokens = (gemma.tokenize("def f(x):\n    return x + 1\n") * 20)[:70]
+    rows_per_decode = STREAM_BYTES // (4 * gemma.n_vocab)
+    assert rows_per_decode == 64
+    seq = ctx.new_sequence()
+    c0 = ctx.counters.copy()
+    assert [(first, len(r)) for _, first, r in ctx.decode_rows({seq: tokens})] == [(0, 64), (64, 6)]
+    assert ctx.counters.since(c0).forward_passes == 2
+    seq.truncate(0)
+    assert [len(r) for _, _, r in ctx.decode_rows({seq: tokens}, rows_per_decode=50)] == [50, 20]
+    ctx.close()
+
+
 @pytest.mark.parametrize("which", ["smol", "gemma"])
 def test_probe_of_batch_rows_says_whether_they_match_single_decodes(which, request):
     """llama.cpp may round an n-row batch differently from n one-token decodes (on some

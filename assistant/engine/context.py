@@ -28,6 +28,10 @@ from .prices import PriceBook, machine_id
 
 DEFAULT_N_CTX = 4096
 PAD_MAX_ROWS = 16  # longer all-logits batches are never padded (see `_pads`)
+# `decode_rows` decodes at most this many bytes of logits at a time: llama.cpp keeps a batch's
+# output rows twice (graph output and logits buffer), and 512 rows of Gemma 3's 262k vocabulary
+# are 0.5 GB each time; teacher forcing costs the same per row in chunks of 64 rows.
+STREAM_BYTES = 64 << 20
 
 
 def default_threads() -> int:
@@ -296,7 +300,7 @@ class Context:
         if all_logits:
             whole = sum(len(toks) for toks in work.values()) <= self.n_batch  # views stay valid
             pieces: dict[Sequence, list[np.ndarray]] = {seq: [] for seq in work}
-            for seq, _first, rows in self.decode_rows(work, may_pad=may_pad):
+            for seq, _first, rows in self.decode_rows(work, may_pad=may_pad, rows_per_decode=self.n_batch):
                 pieces[seq].append(rows if whole else rows.copy())
             return {
                 seq: rows[0] if len(rows) == 1 else np.concatenate(rows) if rows else self._no_rows()
@@ -311,16 +315,19 @@ class Context:
         return last
 
     def decode_rows(
-        self, work: Mapping[Sequence, Seq[int]], *, may_pad: bool = True
+        self, work: Mapping[Sequence, Seq[int]], *, may_pad: bool = True, rows_per_decode: int | None = None
     ) -> Iterator[tuple[Sequence, int, np.ndarray]]:
         """Evaluate new tokens for many sequences and stream the logits after every one:
         yields (sequence, index of the piece's first row among the sequence's new tokens,
-        zero-copy (rows, n_vocab) view), in batch order, a piece per sequence per n_batch
-        chunk. A view is valid only until the generator resumes, which decodes the next
-        chunk: so a long batch (teacher forcing, rescoring drafts) is read in place instead of
-        copied, n_vocab floats a row (1 MB on Gemma 3's vocabulary)."""
+        zero-copy (rows, n_vocab) view), in batch order, a piece per sequence per chunk. A
+        view is valid only until the generator resumes, which decodes the next chunk: so a
+        long batch (teacher forcing, rescoring drafts) is read in place instead of copied,
+        n_vocab floats a row (1 MB on Gemma 3's vocabulary). Chunks hold `rows_per_decode`
+        rows (default: as many as `STREAM_BYTES` of logits; at most n_batch)."""
+        if rows_per_decode is None:
+            rows_per_decode = max(1, STREAM_BYTES // (4 * self.model.n_vocab))
         done: dict[Sequence, int] = {}
-        for chunk, _final in self._decode_chunks(work, wants=lambda j, n: True, may_pad=may_pad):
+        for chunk, _final in self._decode_chunks(work, wants=None, may_pad=may_pad, size=rows_per_decode):
             table = self._output_table(len(chunk))
             a = 0
             while a < len(chunk):
@@ -336,12 +343,18 @@ class Context:
         return np.zeros((0, self.model.n_vocab), np.float32)
 
     def _decode_chunks(
-        self, work: Mapping[Sequence, Seq[int]], *, wants: Callable[[int, int], bool], may_pad: bool
+        self,
+        work: Mapping[Sequence, Seq[int]],
+        *,
+        wants: Callable[[int, int], bool] | None,
+        may_pad: bool,
+        size: int | None = None,
     ) -> Iterator[tuple[list[tuple[Sequence, int, int, bool]], bool]]:
-        """Decode `work` in n_batch chunks, each chunk only when the caller asks for it:
-        yields (the chunk's entries (sequence, token, position, wants logits), whether it is
-        the last) after its decode, when its output rows sit at the entries' batch indices.
-        `wants(j, n)`: whether new token j of a sequence's n wants logits."""
+        """Decode `work` in chunks of `size` rows (at most, and by default, n_batch), each
+        only when the caller asks for it: yields (the chunk's entries (sequence, token,
+        position, wants logits), whether it is the last) after its decode, when its output
+        rows sit at the entries' batch indices. `wants(j, n)`: whether new token j of a
+        sequence's n wants logits (None: every one)."""
         entries: list[tuple[Sequence, int, int, bool]] = []
         for seq, toks in work.items():
             if seq.id < 0:
@@ -351,12 +364,14 @@ class Context:
                 raise ContextOverflow(
                     f"{start + len(toks)} tokens do not fit in the context ({self.n_ctx}); raise --n-ctx"
                 )
-            entries += [(seq, int(t), start + j, wants(j, len(toks))) for j, t in enumerate(toks)]
-        n_chunks = (len(entries) + self.n_batch - 1) // self.n_batch
+            count = len(toks)
+            entries += [(seq, int(t), start + j, wants is None or wants(j, count)) for j, t in enumerate(toks)]
+        size = min(size or self.n_batch, self.n_batch)
+        n_chunks = (len(entries) + size - 1) // size
         pad = may_pad and n_chunks == 1 and all(e[3] for e in entries) and self._pads(len(entries))
         seqs = list(work)
         for c_i in range(n_chunks):
-            chunk = entries[c_i * self.n_batch : (c_i + 1) * self.n_batch]
+            chunk = entries[c_i * size : (c_i + 1) * size]
             n = len(chunk)
             self._tok[:n] = [e[1] for e in chunk]
             self._pos[:n] = [e[2] for e in chunk]
