@@ -32,6 +32,7 @@ PAD_MAX_ROWS = 16  # longer all-logits batches are never padded (see `_pads`)
 # output rows twice (graph output and logits buffer), and 512 rows of Gemma 3's 262k vocabulary
 # are 0.5 GB each time; teacher forcing costs the same per row in chunks of 64 rows.
 STREAM_BYTES = 64 << 20
+PRICE_REPEATS = 5  # timings of a decode price (see `_raw_costs_of`)
 
 
 def default_threads() -> int:
@@ -519,19 +520,29 @@ class Context:
             self._singles = digests
         return self._singles[: len(tokens)]
 
-    def _raw_cost(self, n: int) -> float:
-        """Seconds llama_decode takes for n tokens that all want logits: best of two after a
-        warm-up, cached (and kept in the price book); inf, not cached, while the KV cache has
-        no room to time them."""
-        if n not in self._raw_costs:
-            self._time_rows(n, 1)  # warm-up: a batch shape's first run pays one-time set-up (GPU)
-            cost = self._time_rows(n, 2)
-            if cost == float("inf"):
-                return cost
-            self._raw_costs[n] = cost
-            if self._prices is not None:
-                self._prices.save(self._price_key, n, cost)
-        return self._raw_costs[n]
+    def _raw_costs_of(self, *sizes: int) -> dict[int, float]:
+        """Seconds llama_decode takes for n tokens that all want logits, for each n in
+        `sizes`: cached (and kept in the price book) or measured together, `PRICE_REPEATS`
+        rounds through the sizes after a warm-up each, best per size. The price is kept a
+        week, so one burst of load on the host must not set it: best of two once stored
+        4 rows at 64 ms against 40 ms measured again (and so left 3 rows unpadded, making
+        contrastive 25% slower); a burst in the rounds hits both sizes `_pads` compares.
+        inf, not cached, while the KV cache has no room to time a size."""
+        todo = [n for n in sizes if n not in self._raw_costs]
+        if todo:
+            best = dict.fromkeys(todo, float("inf"))
+            for n in todo:
+                self._time_rows(n, 1)  # warm-up: a batch shape's first run pays one-time set-up (GPU)
+            for _ in range(PRICE_REPEATS):
+                for n in todo:
+                    best[n] = min(best[n], self._time_rows(n, 1))
+            for n, cost in best.items():
+                if cost == float("inf"):
+                    continue
+                self._raw_costs[n] = cost
+                if self._prices is not None:
+                    self._prices.save(self._price_key, n, cost)
+        return {n: self._raw_costs.get(n, float("inf")) for n in sizes}
 
     def _time_rows(self, n: int, repeats: int) -> float:
         best = float("inf")
@@ -558,7 +569,8 @@ class Context:
         if n < 2 or n > PAD_MAX_ROWS or n + 1 > min(self.n_batch, self.n_ctx):
             return False
         if n not in self._pad:
-            plain, padded = self._raw_cost(n), self._raw_cost(n + 1)
+            costs = self._raw_costs_of(n, n + 1)
+            plain, padded = costs[n], costs[n + 1]
             if float("inf") in (plain, padded):  # not measurable now: no padding, ask again later
                 return False
             self._pad[n] = padded < 0.9 * plain
@@ -572,7 +584,7 @@ class Context:
         """Measured seconds of a decode of n tokens that all want logits, padding included
         (the figure measured once per context; with `repeats`, timed afresh, best of them)."""
         rows = n + 1 if self._pads(n) else n
-        return self._time_rows(rows, repeats) if repeats > 0 else self._raw_cost(rows)
+        return self._time_rows(rows, repeats) if repeats > 0 else self._raw_costs_of(rows)[rows]
 
     def _fail(self, rc: int, seqs: list[Sequence]) -> None:
         # llama.cpp rolls back a failed batch; make sure cells past what we track are gone
