@@ -104,7 +104,7 @@ def decode_costs(ctx) -> dict[int, float]:
     """Seconds to decode n tokens with logits on every one, for a few n, as the engine
     measured them (once per context; padding included). The curve is far from linear: on CPU
     the output layer of a large vocabulary dominates extra rows, on a GPU they are nearly free."""
-    return {n: ctx.output_cost(n) for n in _SIZES if n < min(ctx.n_batch, ctx.n_ctx)}
+    return ctx.output_costs(*(n for n in _SIZES if n < min(ctx.n_batch, ctx.n_ctx)))
 
 
 class DraftPolicy:

@@ -212,6 +212,28 @@ def test_decode_prices_are_kept_across_contexts_and_only_for_the_same_set_up(smo
     assert book.load("k") == {2: 0.5}
 
 
+def test_prices_compared_together_are_timed_in_the_same_rounds(smol, tmp_path, monkeypatch):
+    """A price is kept a week, so sizes a strategy compares (speculative's draft sizes,
+    adadec's 1 and k rows, a size and its padded size) are timed round-robin, best of
+    PRICE_REPEATS each: a burst of load on the host then hits all of them alike."""
+    from assistant.engine.context import PRICE_REPEATS
+
+    ctx = Context(smol, n_ctx=256, n_seq_max=1, n_batch=64, threads=1, prices=PriceBook(tmp_path / "p.json"))
+    real, timed = Context._time_rows, []
+
+    def spy(self, n, repeats):
+        timed.append((n, repeats))
+        return real(self, n, repeats)
+
+    monkeypatch.setattr(Context, "_time_rows", spy)
+    costs = ctx.output_costs(1, 3)
+    assert timed == [(n, 1) for n in (1, 3, 4)] * (1 + PRICE_REPEATS)  # a warm-up each, then rounds
+    assert costs[1] == ctx._raw_costs[1] and costs[3] == ctx._raw_costs[4 if ctx._pads(3) else 3]
+    timed.clear()
+    assert ctx.output_cost(3) == costs[3] and timed == []  # kept
+    ctx.close()
+
+
 def test_fork_and_truncate(smol, smol_ctx):
     root = smol_ctx.new_sequence()
     base = np.array(smol_ctx.prefill(root, smol.tokenize(PROMPT)))

@@ -565,8 +565,11 @@ class Context:
             llama_cpp.llama_memory_seq_rm(self._mem, self._scratch, -1, -1)
         return best
 
+    def _weighs_pad(self, n: int) -> bool:
+        return 2 <= n <= PAD_MAX_ROWS and n + 1 <= min(self.n_batch, self.n_ctx)
+
     def _pads(self, n: int) -> bool:
-        if n < 2 or n > PAD_MAX_ROWS or n + 1 > min(self.n_batch, self.n_ctx):
+        if not self._weighs_pad(n):
             return False
         if n not in self._pad:
             costs = self._raw_costs_of(n, n + 1)
@@ -583,8 +586,17 @@ class Context:
     def output_cost(self, n: int, *, repeats: int = 0) -> float:
         """Measured seconds of a decode of n tokens that all want logits, padding included
         (the figure measured once per context; with `repeats`, timed afresh, best of them)."""
-        rows = n + 1 if self._pads(n) else n
-        return self._time_rows(rows, repeats) if repeats > 0 else self._raw_costs_of(rows)[rows]
+        if repeats > 0:
+            return self._time_rows(n + 1 if self._pads(n) else n, repeats)
+        return self.output_costs(n)[n]
+
+    def output_costs(self, *sizes: int) -> dict[int, float]:
+        """`output_cost` of each size, the missing prices measured together in the same rounds
+        (each size with one row more where padding is weighed), so that a strategy comparing
+        sizes compares figures taken under the same load."""
+        self._raw_costs_of(*sorted({m for n in sizes for m in ((n, n + 1) if self._weighs_pad(n) else (n,))}))
+        rows = {n: n + 1 if self._pads(n) else n for n in sizes}
+        return {n: self._raw_costs.get(r, float("inf")) for n, r in rows.items()}
 
     def _fail(self, rc: int, seqs: list[Sequence]) -> None:
         # llama.cpp rolls back a failed batch; make sure cells past what we track are gone
