@@ -525,8 +525,9 @@ class Context:
         `sizes`: cached (and kept in the price book) or measured together, `PRICE_REPEATS`
         rounds through the sizes after a warm-up each, best per size. The price is kept a
         week, so one burst of load on the host must not set it: best of two once stored
-        4 rows at 64 ms against 40 ms measured again (and so left 3 rows unpadded, making
-        contrastive 25% slower); a burst in the rounds hits both sizes `_pads` compares.
+        4 rows at 64 ms against 40 ms timed again (so 3-row batches went unpadded and
+        contrastive took 3.4x greedy's time, not 2.7-2.9x); a burst in the rounds hits every
+        size compared alike.
         inf, not cached, while the KV cache has no room to time a size."""
         todo = [n for n in sizes if n not in self._raw_costs]
         if todo:
