@@ -745,8 +745,8 @@ def _register_plugin_commands() -> None:
 
 
 def main() -> None:
-    _register_plugin_commands()
     try:
+        _register_plugin_commands()  # imports every plugin: Ctrl-C may land there too
         app()
     except UserError as exc:
         typer.echo(f"assistant: error: {exc}", err=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 
-from assistant.engine import Context, PriceBook, baselines
+from assistant.engine import Context, Model, PriceBook, baselines
 from assistant.errors import Cancelled, ContextOverflow
 
 PROMPT = "def add(a, b):\n    return"
@@ -297,6 +300,23 @@ def test_prompt_longer_than_context_is_a_clear_error(smol):
     # the context is still usable afterwards
     assert ctx.prefill(seq, smol.tokenize("x = 1\n")).shape == (smol.n_vocab,)
     ctx.close()
+
+
+def test_ctrl_c_inside_a_load_callback_stops_the_load_and_reaches_the_caller(smol_path):
+    """llama.cpp calls back into Python all through a load (progress, logging), and ctypes
+    drops an exception raised in a callback: a Ctrl-C landing there was lost and the load went
+    on (and, in the CLI, the whole run)."""
+    seen = []
+
+    def progress(fraction):
+        seen.append(fraction)
+        if len(seen) == 1:  # the handler runs at the next Python code: inside a callback
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        Model(smol_path, progress=progress)
+    assert seen and max(seen) < 1.0  # stopped early, not loaded to the end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_abort_cancels_a_decode_and_context_recovers(smol, smol_ctx):

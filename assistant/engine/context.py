@@ -162,7 +162,8 @@ class Context:
         self._abort = _llama.AbortFlag()
         params.abort_callback = self._abort.callback
         params.abort_callback_data = self._abort.data
-        self._ptr = llama_cpp.llama_init_from_model(model._ptr, params)
+        with _llama.interrupts_deferred():
+            self._ptr = llama_cpp.llama_init_from_model(model._ptr, params)
         if not self._ptr:
             raise EngineError(f"llama.cpp could not create a context (n_ctx={params.n_ctx})")
         self.n_ctx = int(llama_cpp.llama_n_ctx(self._ptr))

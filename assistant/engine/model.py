@@ -51,17 +51,18 @@ class Model:
         params.n_gpu_layers = int(n_gpu_layers)
         if hasattr(params, "use_mmap"):
             params.use_mmap = use_mmap
-        if progress is not None:
+        self.n_gpu_layers = int(n_gpu_layers)
+        self.rpc_servers = tuple(servers)
+        with _llama.interrupts_deferred() as interrupted:
 
-            def _progress(fraction, _data):
-                progress(float(fraction))
-                return True
+            def _progress(fraction, _data):  # False aborts the load: Ctrl-C need not wait for it
+                if progress is not None:
+                    progress(float(fraction))
+                return not interrupted()
 
             self._progress_cb = llama_cpp.llama_progress_callback(_progress)
             params.progress_callback = self._progress_cb
-        self.n_gpu_layers = int(n_gpu_layers)
-        self.rpc_servers = tuple(servers)
-        self._ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+            self._ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not self._ptr:
             raise ModelError(
                 f"llama.cpp could not load {self.path} (unsupported architecture, or a corrupt "
