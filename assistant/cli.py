@@ -130,6 +130,12 @@ def _parse_options(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def _echo_notes(notes: list[str]) -> None:
+    """What a strategy told its run (e.g. which default it fell back to), on stderr."""
+    for note in notes:
+        typer.echo(f"assistant: note: {note}", err=True)
+
+
 def _emit_json(obj: Any) -> None:
     typer.echo(json.dumps(obj, ensure_ascii=False))
 
@@ -196,8 +202,7 @@ def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | Non
     if not done.text.endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()  # the answer before anything said on stderr
-    for note in done.stats.get("notes", []):  # e.g. which default a strategy fell back to
-        typer.echo(f"assistant: note: {note}", err=True)
+    _echo_notes(done.stats.get("notes", []))
     others = (done.texts or [])[1:]  # multi-draft strategies: the best went to stdout above
     for i, text in enumerate(others, 2):
         typer.echo(f"--- draft {i} of {len(others) + 1} ---", err=True)
@@ -523,6 +528,7 @@ def eval_humaneval(
     typer.echo(
         f"  {summary['tokens_generated']} tokens, {summary['seconds']:.1f}s generating; results: {summary['results']}"
     )
+    _echo_notes(summary.get("notes", []))
 
 
 @eval_app.command("compare")

@@ -153,7 +153,11 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     assert plain.returncode == 0 and "note: adadec: no calibrated threshold" in plain.stderr, plain.stderr
     he = ["eval", "humaneval", "--model", str(smol_path), "-s", "adadec", "--limit", "1", "-n", "6", "--json"]
     he += ["--output", str(isolated_env / "he.jsonl")]
-    assert run_cli(*he, env=env).returncode == 0
+    evaluated = run_cli(*he, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert any("no calibrated threshold" in n for n in json.loads(evaluated.stdout)["notes"]), evaluated.stdout
+    resumed = run_cli(*[a for a in he if a != "--json"], env=env)  # as text; resumed, notes from the file
+    assert resumed.returncode == 0 and "note: adadec: no calibrated threshold" in resumed.stderr, resumed.stderr
     (rec,) = [json.loads(x) for x in (isolated_env / "he.jsonl").read_text().splitlines()]
     assert rec["stats"]["adadec_threshold"] == 1.0 and rec["stats"]["threshold_source"] == "default"
     res = run_cli(

@@ -161,6 +161,11 @@ def run_humaneval(
         "resumed": resumed,
         "results": str(out),
     }
+    # what the strategy told its runs (a default threshold, a stale calibration, a warning),
+    # once each: a run of 164 problems must not hide what a single `generate` says
+    notes = list(dict.fromkeys(n for r in records for n in r.get("stats", {}).get("notes", [])))
+    if notes:
+        summary["notes"] = notes
     drafts = [r for r in records if r.get("drafts_passed")]
     if drafts:
         k = max(len(r["drafts_passed"]) for r in drafts)
