@@ -598,6 +598,7 @@ def test_bench_strategies_json(smol_path):
     ada = obj["adadec_analysis"]
     assert 0 <= ada["pause_rate"] <= 1 and ada["k_row_batch_vs_step"] > 0 and ada["batch_floor_vs_greedy"] > 0
     assert ada["schedule"] in ("batch", "best-first") and ada["batch_time_vs_greedy"] > 0
+    assert ada["threshold"] > 0 and ada["threshold_source"] in ("calibrated", "default")
     assert ada["line_mode_time_vs_greedy"] > 0 and ada["line_mode_pauses"] >= 0
     he = ada["humaneval_prompts"]
     assert he["prompts"] == 8 and he["time_vs_greedy"] > 0 and 0 <= he["pause_rate"] <= 1

@@ -97,6 +97,9 @@ def run_strategies_bench(
             row["pauses"] = sum(x["stats"].get("pauses", 0) for x in runs)
         if "adadec_schedule" in runs[0]["stats"]:
             row["schedule"] = runs[0]["stats"]["adadec_schedule"]
+            # the pause rate, and so the ratio, follows the threshold: say which one ran
+            row["threshold"] = runs[0]["stats"]["adadec_threshold"]
+            row["threshold_source"] = runs[0]["stats"]["threshold_source"]
         if name not in results or row["seconds"] < results[name]["seconds"]:
             results[name] = row
         return row
@@ -209,6 +212,8 @@ def _adadec_analysis(service: Service, results: dict, n_tokens: int, rounds: int
     note("adadec on HumanEval prompts")
     return {
         "schedule": row["schedule"],
+        "threshold": row["threshold"],
+        "threshold_source": row["threshold_source"],  # 'default' until `assistant calibrate` ran
         "pause_rate": round(pause_rate, 4),
         "extra_passes_per_pause": round((row["forward_passes"] - greedy["forward_passes"]) / max(1, row["pauses"]), 3),
         "k_row_batch_vs_step": round(row_ratio, 4),
