@@ -59,6 +59,13 @@ def test_suffix_guard_multi_line_stops_before_the_suffix_line():
     # the suffix starts with the newline that ends the last line: none is added before it
     assert final == "\n    for x in xs:\n        total += x"
     assert "return" not in shown and shown == final
+    # the same code spaced differently is the same repeat; at another indentation it is not
+    rules = StopRules(Request(), SuffixGuard("\n    return total / len(xs)\n"))
+    shown, reason, final = feed(rules, ["        total += x\n", "    return total/", "len(xs)\n", "x"])
+    assert reason == "stop" and final == "        total += x" and shown == final
+    rules = StopRules(Request(), SuffixGuard("\n    return total / len(xs)\n"))
+    shown, reason, final = feed(rules, ["        if x:\n", "            return total/len(xs)\n"])
+    assert reason is None and final == "        if x:\n            return total/len(xs)", final
 
 
 def test_suffix_guard_holds_back_blank_lines_until_text_follows():

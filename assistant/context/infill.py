@@ -5,7 +5,9 @@ ends so that it joins the suffix instead of repeating it:
 - the cursor line continues after the cursor (the suffix's first line has text): the middle
   is single-line; it ends at the first newline and drops a tail that repeats the suffix line;
 - otherwise the middle may span lines and ends before a generated line equal to the suffix's
-  first non-blank line (the model started writing the suffix again). The suffix then starts
+  first non-blank line (the model started writing the suffix again): same indentation, same
+  code once spaces inside the line are ignored (`total/len(xs)` repeats `total / len(xs)`;
+  models respace code freely, and the repeat is just as wrong). The suffix then starts
   with the newline that ends the cursor line, so the middle's own trailing newlines and blank
   lines are dropped (they would add blank lines before the suffix): a whitespace tail with a
   newline in it is held back until text follows it.
@@ -26,6 +28,7 @@ class SuffixGuard:
                 if line.strip():
                     self.next_line = line.rstrip()
                     break
+        self.next_indent, self.next_code = _indent(self.next_line), _code(self.next_line)
 
     def check(self, text: str, final: bool) -> tuple[bool, int]:
         if self.single_line:
@@ -57,14 +60,20 @@ class SuffixGuard:
             nl = text.find("\n", start)
             line = text[start:] if nl < 0 else text[start:nl]
             complete = nl >= 0 or final
-            if complete and line.rstrip() == self.next_line:
+            if complete and line.strip() and _indent(line) == self.next_indent and _code(line) == self.next_code:
                 return True, self._tail_end(text, start)
             if nl < 0:
-                if not final and line and self.next_line.startswith(line):
-                    return False, self._tail_end(text, start)  # may become the suffix line: hold it back
+                if not final and line and self._may_become_next_line(line):
+                    return False, self._tail_end(text, start)  # hold it back
                 break
             start = nl + 1
         return False, self._tail_end(text, len(text))
+
+    def _may_become_next_line(self, line: str) -> bool:
+        """Whether the unfinished `line` could still turn into the suffix's next line."""
+        if not line.strip():
+            return self.next_indent.startswith(line)
+        return _indent(line) == self.next_indent and self.next_code.startswith(_code(line))
 
     def _tail_end(self, text: str, end: int) -> int:
         """`end`, less a whitespace tail holding a newline (when the suffix supplies it)."""
@@ -80,3 +89,12 @@ def _longest_tail_prefix(text: str, target: str) -> int:
         if text.endswith(target[:n]):
             return n
     return 0
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip())]
+
+
+def _code(line: str) -> str:
+    """The line without any whitespace: what two spellings of the same code share."""
+    return "".join(line.split())
