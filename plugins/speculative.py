@@ -100,11 +100,12 @@ class NgramLookup:
 _SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24)
 
 
-def decode_costs(ctx) -> dict[int, float]:
+def decode_costs(ctx, progress=None) -> dict[int, float]:
     """Seconds to decode n tokens with logits on every one, for a few n, as the engine
     measured them (once per context; padding included). The curve is far from linear: on CPU
-    the output layer of a large vocabulary dominates extra rows, on a GPU they are nearly free."""
-    return ctx.output_costs(*(n for n in _SIZES if n < min(ctx.n_batch, ctx.n_ctx)))
+    the output layer of a large vocabulary dominates extra rows, on a GPU they are nearly free.
+    `progress` hears of a first measuring (minutes for a large model on a CPU)."""
+    return ctx.output_costs(*(n for n in _SIZES if n < min(ctx.n_batch, ctx.n_ctx)), progress=progress)
 
 
 class DraftPolicy:
@@ -181,7 +182,7 @@ class Speculative(Strategy):
         logits = run.start()
         if logits is not None:
             logits = np.array(logits)  # measuring costs decodes: keep the prompt's logits
-            costs = {n: 1.0 for n in range(1, o.max_draft + 2)} if o.free_batch else decode_costs(ctx)
+            costs = {n: 1.0 for n in range(1, o.max_draft + 2)} if o.free_batch else decode_costs(ctx, run.progress)
             if o.exact:  # largest first: the probe's one-token decodes for it serve every smaller size
                 exact = {n for n in sorted(costs, reverse=True) if ctx.matches_single_rows(n)}
                 costs = {n: c for n, c in costs.items() if n in exact}

@@ -219,7 +219,7 @@ def test_prices_compared_together_are_timed_in_the_same_rounds(smol, tmp_path, m
     """A price is kept a week, so sizes a strategy compares (speculative's draft sizes,
     adadec's 1 and k rows, a size and its padded size) are timed round-robin, best of
     PRICE_REPEATS each: a burst of load on the host then hits all of them alike."""
-    from assistant.engine.context import PRICE_REPEATS
+    from assistant.engine.context import PRICE_PROGRESS, PRICE_REPEATS
 
     ctx = Context(smol, n_ctx=256, n_seq_max=1, n_batch=64, threads=1, prices=PriceBook(tmp_path / "p.json"))
     real, timed = Context._time_rows, []
@@ -229,11 +229,15 @@ def test_prices_compared_together_are_timed_in_the_same_rounds(smol, tmp_path, m
         return real(self, n, repeats)
 
     monkeypatch.setattr(Context, "_time_rows", spy)
-    costs = ctx.output_costs(1, 3)
+    heard = []  # minutes on a large model: the first measuring reports progress
+    costs = ctx.output_costs(1, 3, progress=lambda *a: heard.append(a))
     assert timed == [(n, 1) for n in (1, 3, 4)] * (1 + PRICE_REPEATS)  # a warm-up each, then rounds
+    total = 3 * (1 + PRICE_REPEATS)
+    assert heard == [(PRICE_PROGRESS, done, total) for done in range(1, total + 1)]
     assert costs[1] == ctx._raw_costs[1] and costs[3] == ctx._raw_costs[4 if ctx._pads(3) else 3]
     timed.clear()
-    assert ctx.output_cost(3) == costs[3] and timed == []  # kept
+    assert ctx.output_costs(3, progress=lambda *a: heard.append(a))[3] == costs[3] and timed == []  # kept
+    assert len(heard) == total  # and nothing to report
     ctx.close()
 
 

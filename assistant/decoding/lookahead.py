@@ -145,7 +145,7 @@ def pick_schedule(run: Run, k: int, length: int, best_first_waste: float) -> str
     """'batch' or 'best-first', whichever `cheaper_schedule` finds cheaper with this
     context's measured decode prices and this backend's host price per row."""
     ctx = run.context  # decode prices measured once per context
-    costs = ctx.output_costs(1, k)  # measured in the same rounds: a comparable pair
+    costs = ctx.output_costs(1, k, progress=run.progress)  # measured in the same rounds: a comparable pair
     c1, ck = costs[1], costs[k]
     if not (np.isfinite(c1) and np.isfinite(ck)):
         return "best-first"

@@ -33,6 +33,8 @@ PAD_MAX_ROWS = 16  # longer all-logits batches are never padded (see `_pads`)
 # are 0.5 GB each time; teacher forcing costs the same per row in chunks of 64 rows.
 STREAM_BYTES = 64 << 20
 PRICE_REPEATS = 5  # timings of a decode price (see `_raw_costs_of`)
+PRICE_PROGRESS = "timing decode prices (once a week)"  # the label `progress` hears
+Progress = Callable[[str, int, int], None]  # (label, done, total), as `Run.progress`
 
 
 def default_threads() -> int:
@@ -521,7 +523,7 @@ class Context:
             self._singles = digests
         return self._singles[: len(tokens)]
 
-    def _raw_costs_of(self, *sizes: int) -> dict[int, float]:
+    def _raw_costs_of(self, *sizes: int, progress: Progress | None = None) -> dict[int, float]:
         """Seconds llama_decode takes for n tokens that all want logits, for each n in
         `sizes`: cached (and kept in the price book) or measured together, `PRICE_REPEATS`
         rounds through the sizes after a warm-up each, best per size. The price is kept a
@@ -529,15 +531,21 @@ class Context:
         4 rows at 64 ms against 40 ms timed again (so 3-row batches went unpadded and
         contrastive took 3.4x greedy's time, not 2.7-2.9x); a burst in the rounds hits every
         size compared alike.
-        inf, not cached, while the KV cache has no room to time a size."""
+        inf, not cached, while the KV cache has no room to time a size. `progress(label, done,
+        total)` hears of each timed decode: on a large model on a CPU the first measuring takes
+        minutes (speculative's 14 sizes, 6 decodes each)."""
         todo = [n for n in sizes if n not in self._raw_costs]
         if todo:
             best = dict.fromkeys(todo, float("inf"))
-            for n in todo:
-                self._time_rows(n, 1)  # warm-up: a batch shape's first run pays one-time set-up (GPU)
-            for _ in range(PRICE_REPEATS):
+            total, done = len(todo) * (1 + PRICE_REPEATS), 0
+            for round_ in range(1 + PRICE_REPEATS):
                 for n in todo:
-                    best[n] = min(best[n], self._time_rows(n, 1))
+                    cost = self._time_rows(n, 1)
+                    if round_:  # round 0 warms up: a batch shape's first run pays one-time set-up (GPU)
+                        best[n] = min(best[n], cost)
+                    done += 1
+                    if progress is not None:
+                        progress(PRICE_PROGRESS, done, total)
             for n, cost in best.items():
                 if cost == float("inf"):
                     continue
@@ -592,11 +600,12 @@ class Context:
             return self._time_rows(n + 1 if self._pads(n) else n, repeats)
         return self.output_costs(n)[n]
 
-    def output_costs(self, *sizes: int) -> dict[int, float]:
+    def output_costs(self, *sizes: int, progress: Progress | None = None) -> dict[int, float]:
         """`output_cost` of each size, the missing prices measured together in the same rounds
         (each size with one row more where padding is weighed), so that a strategy comparing
-        sizes compares figures taken under the same load."""
-        self._raw_costs_of(*sorted({m for n in sizes for m in ((n, n + 1) if self._weighs_pad(n) else (n,))}))
+        sizes compares figures taken under the same load; `progress` as `_raw_costs_of`."""
+        wanted = sorted({m for n in sizes for m in ((n, n + 1) if self._weighs_pad(n) else (n,))})
+        self._raw_costs_of(*wanted, progress=progress)
         rows = {n: n + 1 if self._pads(n) else n for n in sizes}
         return {n: self._raw_costs.get(r, float("inf")) for n, r in rows.items()}
 
