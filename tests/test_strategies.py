@@ -445,6 +445,29 @@ def test_contrastive_and_top_h(service):
     assert a.tokens == b.tokens
 
 
+def test_top_h_keeps_what_a_full_sort_keeps():
+    """Top-H done the slow, obvious way (float64, a sort of the whole vocabulary) keeps the
+    same tokens with the same probabilities as the plugin's chunked top-n search."""
+    from assistant.plugins.top_h import top_h_keep
+
+    rng = np.random.default_rng(0)
+    for trial in range(24):
+        n = int(rng.choice([1000, 49152, 262144]))
+        x = (rng.standard_normal(n) * rng.choice([1.0, 3.0])).astype(np.float32)
+        x[rng.integers(n, size=5)] += 8  # a few clear favourites
+        if trial % 3 == 0:
+            x[rng.random(n) < 0.5] = -np.inf  # a constraint's mask
+        alpha, temperature = float(rng.choice([0.3, 0.4, 0.5])), float(rng.choice([1.0, 1.5]))
+        kept, probs = top_h_keep(x, alpha, 100, temperature)
+        y = x.astype(np.float64) / temperature
+        order = np.argsort(-y, kind="stable")[:100]
+        p = np.exp(y[order] - (y.max() + np.log(np.exp(y - y.max()).sum())))
+        cum = np.cumsum(-p * np.log2(p))
+        keep = max(1, int(np.searchsorted(cum, alpha * cum[-1], side="right")))
+        assert set(kept.tolist()) == set(order[:keep].tolist()), trial
+        np.testing.assert_allclose(probs, p[:keep] / p[:keep].sum(), rtol=1e-5)
+
+
 def test_cli_superposed_returns_all_drafts(smol_path):
     args = ["generate", "def square(x):", "--model", str(smol_path), "-s", "superposed", "-n", "6"]
     res = run_cli(*args, "-o", f"corpus={SMALL_CORPUS}", "--json")

@@ -99,24 +99,29 @@ def logsumexp(logits) -> float:
     return float(m + np.log(np.sum(np.exp(x - m), dtype=np.float64)))
 
 
-_CHUNK = 2048  # top_k looks for a few candidates in the chunks with the largest maxima
+_CHUNK, _MIN_CHUNK = 2048, 16  # top_k searches the chunks with the largest maxima
 
 
 def top_k(logits, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k largest logits and their token ids, best first.
 
-    For small k, only the k chunks of the vocabulary with the largest maxima are searched:
-    each of the k largest values lies in one of them (a chunk outside them would have k
-    chunks, each holding a value at least its maximum, above it). On a 262k vocabulary that
-    is ~0.1 ms instead of ~0.7 ms for a partition of the whole array."""
+    Only the k chunks of the vocabulary with the largest maxima are searched: each of the k
+    largest values lies in one of them (a chunk outside them would have k chunks, each
+    holding a value at least its maximum, above it). Chunks shrink as k grows, so that the k
+    searched hold at most an eighth of the vocabulary. On Gemma 3's 262k: ~0.1 ms for k = 3
+    instead of ~0.7 ms for a partition of the whole array, and for Top-H's k = 100 ~0.3 ms
+    instead of ~2.2 ms."""
     x = np.asarray(logits)
     n = x.shape[0]
     k = max(1, min(int(k), n))
-    if k * _CHUNK * 8 <= n:
-        full = n - n % _CHUNK
-        maxima = x[:full].reshape(-1, _CHUNK).max(axis=1)
+    chunk = _CHUNK
+    while chunk > _MIN_CHUNK and k * chunk * 8 > n:
+        chunk //= 2
+    if k * chunk * 8 <= n:
+        full = n - n % chunk
+        maxima = x[:full].reshape(-1, chunk).max(axis=1)
         chunks = np.argpartition(maxima, -k)[-k:]
-        pool = (chunks[:, None] * _CHUNK + np.arange(_CHUNK)).ravel()
+        pool = (chunks[:, None] * chunk + np.arange(chunk)).ravel()
         pool = np.concatenate([pool, np.arange(full, n)])  # the last, partial chunk
         idx = pool[np.argpartition(x[pool], -k)[-k:]]
     else:
@@ -137,7 +142,7 @@ def top_k_mask(logits, k: int) -> np.ndarray:
     x = np.array(logits, dtype=np.float32)
     if k <= 0 or k >= x.shape[0]:
         return x
-    kth = np.partition(x, -k)[-k]
+    kth = top_k(x, k)[0][-1]  # the k-th largest value, as a partition finds it, ~7x faster
     x[x < kth] = NEG_INF
     return x
 
