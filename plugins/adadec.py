@@ -137,6 +137,8 @@ class AdaDec(Strategy):
             cands, logprobs = top_candidates(ops, x, o.k, lse)
             if schedule is None:  # after the last read of x: timing decodes reuse the logits buffer
                 schedule = run.extra_stats["adadec_schedule"] = self.resolve_schedule(run)
+                if schedule == "batch":  # its k-row batches may be padded: price them where it shows
+                    run.context.weigh_padding(o.k, progress=run.progress)
             seed = carry.pop() if carry else None
             if seed is not None and seed.candidate not in cands:
                 seed.fork.release()

@@ -58,6 +58,7 @@ class Contrastive(Strategy):
             return
         seq = run.seq
         window = min(o.window, len(run.prompt_tokens))
+        ctx.weigh_padding(window, o.k, progress=run.progress)  # timed once a week: not silently
         seq.truncate(len(run.prompt_tokens) - window)
         rows = ctx.decode({seq: run.prompt_tokens[-window:]}, all_logits=True)[seq]
         history = np.stack([_unit(ctx.hidden(i)) for i in range(window)])

@@ -238,6 +238,12 @@ def test_prices_compared_together_are_timed_in_the_same_rounds(smol, tmp_path, m
     timed.clear()
     assert ctx.output_costs(3, progress=lambda *a: heard.append(a))[3] == costs[3] and timed == []  # kept
     assert len(heard) == total  # and nothing to report
+    timed.clear()
+    ctx.weigh_padding(5, 40, progress=lambda *a: heard.append(a))  # 40 rows are never padded
+    assert timed == [(n, 1) for n in (5, 6)] * (1 + PRICE_REPEATS) and len(heard) == total + len(timed)
+    timed.clear()
+    ctx.decode({ctx.new_sequence(): [1, 2, 3, 4, 5]}, all_logits=True)  # its padding choice: priced
+    assert timed == []
     ctx.close()
 
 

@@ -589,6 +589,14 @@ class Context:
             self._pad[n] = padded < 0.9 * plain
         return self._pad[n]
 
+    def weigh_padding(self, *sizes: int, progress: Progress | None = None) -> None:
+        """Measure now the prices `decode` weighs to pad batches of these sizes (of outputs),
+        reporting to `progress`: a strategy about to decode such batches calls it first, so a
+        first measuring (seconds to minutes on a large model) is not silent inside `decode`."""
+        weighed = [n for n in sizes if self._weighs_pad(n)]
+        if weighed:
+            self.output_costs(*weighed, progress=progress)
+
     def set_output_padding(self, n: int, pad: bool) -> None:
         """Override the measured choice for batches of n output rows (tests; a user who knows)."""
         self._pad[n] = bool(pad)
