@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import ModelError
+from .files import replacing, write_atomically
 
 COMPLETION = "completion"
 CHAT = "chat"
@@ -52,14 +53,27 @@ def completion_model_path(announce=None) -> Path:
     if not target.exists():
         (announce or _announce)("Assembling the bundled Gemma 3 270M model (once, ~250 MB)...")
     try:
-        path = Path(gemma.assemble())
-    except (FileExistsError, ValueError):  # a partial file from an interrupted assemble
-        path = Path(gemma.assemble(overwrite=True))
+        if target.exists():
+            path = Path(gemma.assemble())  # checks the sha256 of what is there
+        else:
+            path = _assemble_whole(gemma, target)
+    except (FileExistsError, ValueError):  # a damaged file (written by an older version)
+        path = _assemble_whole(gemma, target)
     except OSError as exc:
         raise ModelError(f"could not assemble the bundled Gemma model: {exc}") from None
     st = path.stat()
-    stamp.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    stamp_text = json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    write_atomically(stamp, lambda fh: fh.write(stamp_text.encode()))
     return path
+
+
+def _assemble_whole(gemma, target: Path) -> Path:
+    """`assemble()` writes its target in place: an interrupted run left a partial file, and
+    two first runs at once (two completions) wrote the same file together. Here it writes a
+    file of its own, renamed over the target once its sha256 checked out."""
+    with replacing(target) as tmp:
+        gemma.assemble(output_path=tmp, overwrite=True)
+    return target
 
 
 def _announce(message: str) -> None:

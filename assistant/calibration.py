@@ -28,6 +28,7 @@ from .code_hash import code_hash
 from .config import data_dir
 from .engine import common_prefix
 from .errors import UserError
+from .files import write_atomically
 
 STORE = "adadec_thresholds.json"
 HASHES = "gguf_hashes.json"
@@ -83,9 +84,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    write_atomically(path, lambda fh: fh.write(json.dumps(obj, indent=1).encode()))
 
 
 def forced_inputs(model, n_ctx: int, problems: list[dict]) -> list[tuple[list[int], int]]:

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 
 from .config import cache_dir
 from .errors import UserError
+from .files import write_atomically
 
 CODE_SUFFIXES = {
     ".py",
@@ -197,9 +199,7 @@ class NgramStore:
 
     def save(self, path: Path) -> None:
         arrays = {f"{name}{m}": arr for m, tab in self.tables.items() for name, arr in zip("abcd", tab, strict=True)}
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, n_tokens=np.asarray(self.n_tokens), **arrays)
-        tmp.replace(path)
+        write_atomically(path, lambda fh: np.savez(fh, n_tokens=np.asarray(self.n_tokens), **arrays))
 
     @classmethod
     def load(cls, path: Path) -> NgramStore:
@@ -252,7 +252,10 @@ def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.npz"
     if path.is_file():
-        return NgramStore.load(path)
+        try:
+            return NgramStore.load(path)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass  # unreadable (a disk error, an older writer's half file): build it again
     chunks: list[np.ndarray] = []
     chars = 0
     for i, f in enumerate(files):

@@ -364,6 +364,7 @@ def test_strategy_set_up_is_not_counted_as_prompt_time(service, monkeypatch):
 
 
 def test_ngram_store_rebuilt_after_an_edit_replaces_the_old_one(smol, tmp_path, monkeypatch):
+    import assistant.ngrams
     from assistant.ngrams import get_store
 
     monkeypatch.setenv("ASSISTANT_CACHE_DIR", str(tmp_path / "cache"))
@@ -374,6 +375,10 @@ def test_ngram_store_rebuilt_after_an_edit_replaces_the_old_one(smol, tmp_path, 
     (corpus / "a.py").write_text("def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n")
     second = get_store(smol, str(corpus))
     assert second.n_tokens > first.n_tokens
+    (stored,) = (tmp_path / "cache" / "ngrams").glob("*.npz")
+    stored.write_bytes(stored.read_bytes()[:1000])  # a damaged cache file is built again
+    monkeypatch.setattr(assistant.ngrams, "_loaded", {})
+    assert get_store(smol, str(corpus)).n_tokens == second.n_tokens
     assert len(list((tmp_path / "cache" / "ngrams").glob("*.npz"))) == 1
 
 

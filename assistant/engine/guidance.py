@@ -11,6 +11,8 @@ import pickle
 
 import llama_cpp
 
+from ..files import write_atomically
+
 
 def _token_bytes(model) -> list[bytes]:
     from ..calibration import file_sha256
@@ -24,8 +26,8 @@ def _token_bytes(model) -> list[bytes]:
             tokens = pickle.load(fh)
         if len(tokens) == model.n_vocab:
             return tokens
-    except (OSError, pickle.PickleError, EOFError):
-        pass
+    except (OSError, pickle.PickleError, EOFError, ValueError, TypeError):
+        pass  # missing or unreadable: build it again
     buf = ctypes.create_string_buffer(16 * 1024 + 1)
     tokens = []
     control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
@@ -38,10 +40,7 @@ def _token_bytes(model) -> list[bytes]:
         if attr & control or (attr & user and tok.startswith(b"<") and tok.endswith(b">")):
             tok = b"\xff" + tok
         tokens.append(tok)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("wb") as fh:
-        pickle.dump(tokens, fh)
-    tmp.replace(path)
+    write_atomically(path, lambda fh: pickle.dump(tokens, fh))
     return tokens
 
 

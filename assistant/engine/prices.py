@@ -14,9 +14,10 @@ import contextlib
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
+
+from ..files import write_atomically
 
 MAX_AGE_S = 7 * 24 * 3600
 MAX_KEYS = 64  # the oldest keys go first: one per model, thread count and offload in use
@@ -78,18 +79,8 @@ class PriceBook:
         data[key] = entry
         for old in sorted(data, key=lambda k: _used(data[k]))[: max(0, len(data) - MAX_KEYS)]:
             del data[old]
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".prices-", suffix=".json")
-        except OSError:
-            return
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            write_atomically(self.path, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True).encode()))
 
 
 def _used(entry) -> float:

