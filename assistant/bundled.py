@@ -53,13 +53,11 @@ def completion_model_path(announce=None) -> Path:
     if not target.exists():
         (announce or _announce)("Assembling the bundled Gemma 3 270M model (once, ~250 MB)...")
     try:
-        if target.exists():
-            path = Path(gemma.assemble())  # checks the sha256 of what is there
-        else:
+        try:  # an existing file: `assemble()` checks its sha256
+            path = Path(gemma.assemble()) if target.exists() else _assemble_whole(gemma, target)
+        except (FileExistsError, ValueError):  # a damaged file (written in place by an older version)
             path = _assemble_whole(gemma, target)
-    except (FileExistsError, ValueError):  # a damaged file (written by an older version)
-        path = _assemble_whole(gemma, target)
-    except OSError as exc:
+    except OSError as exc:  # a full disk, an unwritable cache: also while assembling again
         raise ModelError(f"could not assemble the bundled Gemma model: {exc}") from None
     st = path.stat()
     stamp_text = json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
