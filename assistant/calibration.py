@@ -15,6 +15,7 @@ percentile, so a user can see how firm the threshold is.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -60,7 +61,8 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     cache[key] = h.hexdigest()
-    _write_json(cache_file, cache)
+    with contextlib.suppress(OSError):  # a cache: computed again next time
+        _write_json(cache_file, cache)
     return cache[key]
 
 
@@ -73,7 +75,10 @@ def save_threshold(model_path: Path, result: dict) -> None:
     store_file = data_dir() / STORE
     store = _read_json(store_file)
     store[file_sha256(model_path)] = {**result, "model_path": str(model_path), "saved": time.time()}
-    _write_json(store_file, store)
+    try:
+        _write_json(store_file, store)
+    except OSError as exc:
+        raise UserError(f"cannot save the threshold to {store_file}: {exc.strerror or exc}") from None
 
 
 def _read_json(path: Path) -> dict:

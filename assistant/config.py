@@ -52,15 +52,22 @@ def config_path() -> Path:
 
 
 def data_dir() -> Path:
-    """Per-user data (calibrated thresholds, n-gram stores, eval results)."""
-    path = Path(os.environ.get("ASSISTANT_DATA_DIR") or platformdirs.user_data_path(APP))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    """Per-user data (calibrated thresholds, eval results, GGUF hashes)."""
+    return _user_dir("ASSISTANT_DATA_DIR", platformdirs.user_data_path(APP), "data")
 
 
 def cache_dir() -> Path:
-    path = Path(os.environ.get("ASSISTANT_CACHE_DIR") or platformdirs.user_cache_path(APP))
-    path.mkdir(parents=True, exist_ok=True)
+    """Per-user caches (decode prices, n-gram stores, vocabulary tables): losing them costs time."""
+    return _user_dir("ASSISTANT_CACHE_DIR", platformdirs.user_cache_path(APP), "cache")
+
+
+def _user_dir(env: str, default: Path, what: str) -> Path:
+    path = Path(os.environ.get(env) or default).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise UserError(f"cannot create the {what} folder {path} ({why}); set {env} to a writable folder") from None
     return path
 
 

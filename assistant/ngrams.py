@@ -248,8 +248,7 @@ def get_store(
 
 
 def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
-    folder = cache_dir() / "ngrams"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = cache_dir() / "ngrams"  # made when a store is saved
     path = folder / f"{key}.npz"
     if path.is_file():
         try:
@@ -274,7 +273,10 @@ def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
     if not chunks:
         raise UserError("the n-gram corpus is empty")
     store = NgramStore.build(np.concatenate(chunks))
-    store.save(path)
+    try:
+        store.save(path)
+    except OSError:  # a read-only or full cache: built again next time
+        return store
     stale_prefix = key.rsplit("-", 1)[0] + "-"  # same model and corpus, older contents
     for old in folder.glob(f"{stale_prefix}*.npz"):
         if old != path:

@@ -1,4 +1,5 @@
-"""Cache and store files are written whole, even with several writers at once."""
+"""Cache and store files: written whole, even with several writers at once; a folder that cannot
+be used is a clear error, a cache that cannot be written only costs rebuilding."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import hashlib
 import threading
 
 import pytest
+from conftest import run_cli
 
 from assistant.files import write_atomically
 
@@ -84,3 +86,31 @@ def _sha256(path) -> str:
         while block := fh.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def test_an_unusable_cache_or_data_folder_is_a_clear_error(tmp_path, smol_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for env in ("ASSISTANT_CACHE_DIR", "ASSISTANT_DATA_DIR"):
+        args = ("generate", "x = ", "-n", "2", "-s", "adadec", "--model", str(smol_path))
+        res = run_cli(*args, env={env: str(blocker / "sub")})
+        assert res.returncode == 2 and f"set {env} to a writable folder" in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+
+
+def test_caches_that_cannot_be_written_only_cost_rebuilding(smol, tmp_path, monkeypatch):
+    """A full disk or a read-only cache: the n-gram store and the vocabulary table are built
+    and used all the same (root ignores permissions, so the folders are files here)."""
+    from assistant.engine import guidance
+    from assistant.ngrams import get_store
+
+    monkeypatch.setenv("ASSISTANT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
+    for name in ("ngrams", "vocab"):
+        (tmp_path / "cache").mkdir(exist_ok=True)
+        (tmp_path / "cache" / name).write_text("in the way")
+    corpus = tmp_path / "repo"
+    corpus.mkdir()
+    (corpus / "a.py").write_text("def add(a, b):\n    return a + b\n")
+    assert get_store(smol, str(corpus)).n_tokens > 10
+    assert len(guidance._token_bytes(smol)) == smol.n_vocab

@@ -6,6 +6,7 @@ cached on disk per GGUF (by sha256) and the tokenizer once per loaded model.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import pickle
 
@@ -18,9 +19,7 @@ def _token_bytes(model) -> list[bytes]:
     from ..calibration import file_sha256
     from ..config import cache_dir
 
-    folder = cache_dir() / "vocab"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{file_sha256(model.path)[:24]}.pkl"
+    path = cache_dir() / "vocab" / f"{file_sha256(model.path)[:24]}.pkl"  # its folder: made on saving
     try:
         with path.open("rb") as fh:
             tokens = pickle.load(fh)
@@ -40,7 +39,8 @@ def _token_bytes(model) -> list[bytes]:
         if attr & control or (attr & user and tok.startswith(b"<") and tok.endswith(b">")):
             tok = b"\xff" + tok
         tokens.append(tok)
-    write_atomically(path, lambda fh: pickle.dump(tokens, fh))
+    with contextlib.suppress(OSError):  # a read-only or full cache: built again next time
+        write_atomically(path, lambda fh: pickle.dump(tokens, fh))
     return tokens
 
 
