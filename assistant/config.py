@@ -71,6 +71,10 @@ def _user_dir(env: str, default: Path, what: str) -> Path:
     return path
 
 
+# sizes llama.cpp would take silently (threads -2, a context of 0) and then do something else
+_MINIMUM = {"threads": 1, "n_ctx": 16, "n_batch": 1, "n_seq_max": 1}
+
+
 def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
     args = [a for a in typing.get_args(tp) if a is not type(None)]
     optional = type(None) in typing.get_args(tp)
@@ -87,7 +91,10 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
         if base is int:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
-            return int(value)
+            number = int(value)
+            if number < _MINIMUM.get(name, number):
+                raise UserError(f"{source}: {name} must be at least {_MINIMUM[name]}, got {number}")
+            return number
         if base is float:
             return float(value)
         if base is str:

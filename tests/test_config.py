@@ -37,3 +37,17 @@ def test_errors_name_the_source(isolated_env, monkeypatch):
     monkeypatch.setenv("ASSISTANT_N_CTX", "big")
     with pytest.raises(UserError, match="ASSISTANT_N_CTX"):
         load_settings()
+
+
+def test_sizes_llama_cpp_would_misread_are_refused(isolated_env, monkeypatch):
+    """`--threads -2` or a context of 0 went to llama.cpp as given, which then did something
+    else without a word."""
+    with pytest.raises(UserError, match="option --threads: threads must be at least 1, got -2"):
+        load_settings({"threads": -2})
+    with pytest.raises(UserError, match="option --threads: threads must be at least 1, got 0"):
+        load_settings({"threads": 0})
+    monkeypatch.setenv("ASSISTANT_N_CTX", "0")
+    with pytest.raises(UserError, match="ASSISTANT_N_CTX: n_ctx must be at least 16"):
+        load_settings()
+    monkeypatch.setenv("ASSISTANT_N_CTX", "512")
+    assert load_settings({"threads": 1}).n_ctx == 512 and load_settings().threads is None
