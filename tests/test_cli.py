@@ -98,6 +98,13 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, smol_path):
     res = run_cli("generate", "x", "--model", str(broken))
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "could not load" in res.stderr or "GGUF" in res.stderr
+    # its header is cut short too: `models` names it, alone or in a folder it lists
+    res = run_cli("models", "--model", str(broken))
+    assert res.returncode == 2 and "corrupt or truncated GGUF header" in res.stderr, res.stderr
+    res = run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": str(tmp_path)})
+    assert res.returncode == 0, res.stderr
+    (row,) = [r for r in json.loads(res.stdout) if r["path"] == str(broken)]
+    assert "corrupt or truncated" in row["error"]
 
 
 def test_strategies_and_models(smol_path, gemma_path):

@@ -61,11 +61,14 @@ class GGUFHeader:
 
 def read_header(path: str | os.PathLike) -> GGUFHeader:
     p = check_gguf_path(path)
-    try:
-        with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+    with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        try:
             return _parse(memoryview(mm))
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
-        raise ModelError(f"corrupt or truncated GGUF header in {p}: {exc}") from None
+        except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
+            # only the message leaves this block: the traceback's frames hold views of the
+            # map, and closing it while they live raised BufferError over this error
+            why = str(exc)
+    raise ModelError(f"corrupt or truncated GGUF header in {p}: {why}")
 
 
 def _parse(buf: memoryview) -> GGUFHeader:
