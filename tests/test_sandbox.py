@@ -23,3 +23,14 @@ def test_no_network_where_the_os_allows():
     assert res.status == "failed"
     if network_isolated():
         assert "unreachable" in res.stderr or "Errno 101" in res.stderr
+
+
+def test_output_is_bounded_and_its_tail_kept():
+    """A program printing in a loop: its output goes to files under the file-size limit and
+    only their tails come back (through pipes, 300 MB of output took 915 MB of the caller's
+    memory, and the program passed)."""
+    res = run_python("import sys\nfor _ in range(300):\n    sys.stdout.write('x' * (1 << 20))\n", timeout=20)
+    assert res.status == "failed" and "output cut at 64 MB" in res.stderr, res
+    assert len(res.stdout) == 2000 and set(res.stdout) == {"x"}
+    small = run_python("import sys\nprint('hello')\nprint('oops', file=sys.stderr)")
+    assert small.passed and small.stdout == "hello\n" and small.stderr == "oops\n"

@@ -2,7 +2,9 @@
 
 Each run gets its own temp working dir (deleted afterwards), its own process group (killed
 whole on timeout), a scrubbed environment, limits on address space, CPU time, file size and
-open files, and, where the OS allows it (`unshare --net` as root), no network.
+open files, and, where the OS allows it (`unshare --net` as root), no network. Its output goes
+to files in that dir, under the same file-size limit, and only their tails are read: through
+pipes a program printing in a loop filled the caller's memory (300 MB of output: 915 MB peak).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def run_python(
         mem = memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 20, 64 << 20))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_LIMIT, OUTPUT_LIMIT))
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
@@ -72,33 +74,53 @@ def run_python(
             fh.write(code)
         env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
         cmd = [*_no_network_prefix(), sys.executable, "-I", "-B", script]
+        out_path, err_path = os.path.join(tmp, ".stdout"), os.path.join(tmp, ".stderr")
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd,
-            cwd=tmp,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=limit,
-        )
-        try:
-            out, err = proc.communicate(timeout=timeout)
-            status = "passed" if proc.returncode == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            out, err = proc.communicate()
-            status = "timeout"
-        finally:
-            _kill_group(proc.pid)  # stragglers the program forked
-        return SandboxResult(
-            status,
-            proc.returncode,
-            time.perf_counter() - t0,
-            out.decode("utf-8", "replace")[-2000:],
-            err.decode("utf-8", "replace")[-2000:],
-        )
+        with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=tmp,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out_f,
+                stderr=err_f,
+                start_new_session=True,
+                preexec_fn=limit,
+            )
+            try:
+                proc.wait(timeout=timeout)
+                status = "passed" if proc.returncode == 0 else "failed"
+            except subprocess.TimeoutExpired:
+                _kill_group(proc.pid)
+                proc.wait()
+                status = "timeout"
+            finally:
+                _kill_group(proc.pid)  # stragglers the program forked
+        err = _tail(err_path)
+        if any(_size(p) >= OUTPUT_LIMIT for p in (out_path, err_path)):  # Python then fails with EFBIG
+            err = (err + f"\n[sandbox: output cut at {OUTPUT_LIMIT >> 20} MB]")[-TAIL_CHARS:]
+        return SandboxResult(status, proc.returncode, time.perf_counter() - t0, _tail(out_path), err)
+
+
+OUTPUT_LIMIT = 64 << 20  # bytes a program may write to any one file, its output included
+TAIL_CHARS = 2000  # of stdout and stderr kept in a result
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _tail(path: str) -> str:
+    """The last TAIL_CHARS characters of a file the program wrote (it may have removed it)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4 * TAIL_CHARS))
+            return fh.read().decode("utf-8", "replace")[-TAIL_CHARS:]
+    except OSError:
+        return ""
 
 
 def _kill_group(pid: int) -> None:
