@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import ModelError
-from .files import replacing, write_atomically
+from .files import replacing, write_text_atomically
 
 COMPLETION = "completion"
 CHAT = "chat"
@@ -60,8 +60,7 @@ def completion_model_path(announce=None) -> Path:
     except OSError as exc:  # a full disk, an unwritable cache: also while assembling again
         raise ModelError(f"could not assemble the bundled Gemma model: {exc}") from None
     st = path.stat()
-    stamp_text = json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns})
-    write_atomically(stamp, lambda fh: fh.write(stamp_text.encode()))
+    write_text_atomically(stamp, json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}))
     return path
 
 

@@ -29,7 +29,7 @@ from .code_hash import code_hash
 from .config import data_dir
 from .engine import common_prefix
 from .errors import UserError
-from .files import write_atomically
+from .files import write_text_atomically
 
 STORE = "adadec_thresholds.json"
 HASHES = "gguf_hashes.json"
@@ -89,7 +89,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    write_atomically(path, lambda fh: fh.write(json.dumps(obj, indent=1).encode()))
+    write_text_atomically(path, json.dumps(obj, indent=1))
 
 
 def forced_inputs(model, n_ctx: int, problems: list[dict]) -> list[tuple[list[int], int]]:

@@ -33,3 +33,9 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     """Write `path` whole or not at all: `write` fills a temporary file (see `replacing`)."""
     with replacing(path) as tmp, tmp.open("wb") as fh:
         write(fh)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """`write_atomically` for a text file (UTF-8)."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")

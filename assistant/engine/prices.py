@@ -17,7 +17,7 @@ import platform
 import time
 from pathlib import Path
 
-from ..files import write_atomically
+from ..files import write_text_atomically
 
 MAX_AGE_S = 7 * 24 * 3600
 MAX_KEYS = 64  # the oldest keys go first: one per model, thread count and offload in use
@@ -80,7 +80,7 @@ class PriceBook:
         for old in sorted(data, key=lambda k: _used(data[k]))[: max(0, len(data) - MAX_KEYS)]:
             del data[old]
         with contextlib.suppress(OSError):
-            write_atomically(self.path, lambda f: f.write(json.dumps(data, indent=1, sort_keys=True).encode()))
+            write_text_atomically(self.path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _used(entry) -> float:
