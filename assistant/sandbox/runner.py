@@ -96,31 +96,26 @@ def run_python(
                 status = "timeout"
             finally:
                 _kill_group(proc.pid)  # stragglers the program forked
-        err = _tail(err_path)
-        if any(_size(p) >= OUTPUT_LIMIT for p in (out_path, err_path)):  # Python then fails with EFBIG
+        (out, out_cut), (err, err_cut) = _tail(out_path), _tail(err_path)
+        if out_cut or err_cut:  # Python then fails with EFBIG
             err = (err + f"\n[sandbox: output cut at {OUTPUT_LIMIT >> 20} MB]")[-TAIL_CHARS:]
-        return SandboxResult(status, proc.returncode, time.perf_counter() - t0, _tail(out_path), err)
+        return SandboxResult(status, proc.returncode, time.perf_counter() - t0, out, err)
 
 
 OUTPUT_LIMIT = 64 << 20  # bytes a program may write to any one file, its output included
 TAIL_CHARS = 2000  # of stdout and stderr kept in a result
 
 
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0
-
-
-def _tail(path: str) -> str:
-    """The last TAIL_CHARS characters of a file the program wrote (it may have removed it)."""
+def _tail(path: str) -> tuple[str, bool]:
+    """The last TAIL_CHARS characters of a file the program wrote (it may have removed it),
+    and whether it reached the file-size limit."""
     try:
         with open(path, "rb") as fh:
-            fh.seek(max(0, os.fstat(fh.fileno()).st_size - 4 * TAIL_CHARS))
-            return fh.read().decode("utf-8", "replace")[-TAIL_CHARS:]
+            size = os.fstat(fh.fileno()).st_size
+            fh.seek(max(0, size - 4 * TAIL_CHARS))
+            return fh.read().decode("utf-8", "replace")[-TAIL_CHARS:], size >= OUTPUT_LIMIT
     except OSError:
-        return ""
+        return "", False
 
 
 def _kill_group(pid: int) -> None:
