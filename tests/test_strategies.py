@@ -589,6 +589,33 @@ def test_mcnemar_exact_p_matches_the_binomial_tail():
     assert abs(mcnemar_exact_p(1, 9) - 2 * 11 / 1024) < 1e-12  # 2 * (C(10,0) + C(10,1)) / 2^10
 
 
+def test_speculative_drafts_only_where_the_prompt_shows_drafts_pay(gemma):
+    """Before any verify is paid for, the prompt says how often a lookup draft would have been
+    right here. Ordinary code (HumanEval's prompts) drafts nothing under a CPU-shaped cost curve,
+    where the assumed rates alone would draft 7 tokens on every 2-gram match; a file of
+    near-identical lines drafts, and long where its earlier copies agree."""
+    from assistant.plugins.speculative import AcceptanceTally, DraftPolicy, NgramLookup
+
+    from assistant.bench.strategies import REPETITIVE
+
+    costs = {1: 1.0, 2: 1.9, 4: 2.55, 8: 3.55, 16: 6.3}  # 2 rows ~ 2 steps, 16 rows ~ 6 (2-core CPU)
+
+    def policy(text: str | None) -> DraftPolicy:
+        seen = AcceptanceTally(16)
+        if text is not None:
+            NgramLookup(1, 4).extend(gemma.bos_tokens() + gemma.tokenize(text), seen)
+        return DraftPolicy(4, 0.6, 16, costs, seen)
+
+    assumed = policy(None)
+    ordinary = policy("".join(p["prompt"] for p in humaneval_problems()[:40]))
+    repetitive = policy(REPETITIVE)
+    assert [assumed.length(n, 16) for n in (2, 3, 4)] == [7, 7, 7]
+    assert [ordinary.length(n, 16) for n in (1, 2, 3, 4)] == [0, 0, 0, 0]
+    assert ordinary.first[4] < 0.75 < repetitive.first[2]
+    assert repetitive.length(2, 16) >= 3
+    assert repetitive.length(2, 16, agree=16) == 15
+
+
 def test_speculative_exact_equals_greedy_token_for_token_on_gemma():
     """With exact=true speculative verifies only in batch sizes that reproduce one-token
     decodes bit for bit on this model and build, so its output is greedy's with no near-tie
