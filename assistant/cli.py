@@ -163,27 +163,28 @@ def _ctrl_c_cancels(service):
         signal.signal(signal.SIGINT, previous)
 
 
-def _stream(service, request, *, as_json: bool, extra: dict | None = None, constraint=None) -> None:
-    """Run a request: stream text to stdout, or print one JSON object at the end."""
+def _stream(service, request, *, as_json: bool, extra: dict | None = None, constraint=None, live: bool = True) -> None:
+    """Run a request: stream text to stdout (`live`; else print exactly the text at the end, as
+    `complete` does for a caller that inserts it), or print one JSON object at the end."""
     done, pauses = None, []
     service.context()  # load first: Ctrl-C while a model loads simply quits
     with _ctrl_c_cancels(service) as cancel:
         progress = _WorkProgress(enabled=not as_json)
         for event in service.generate(request, constraint=constraint, cancel=cancel, progress=progress):
             kind = type(event).__name__
-            if kind == "Token" and not as_json:
+            if kind == "Token" and live and not as_json:
                 sys.stdout.write(event.text)
                 sys.stdout.flush()
             elif kind == "Pause" and as_json:  # AdaDec's decisions: where it hesitated and what it chose
                 pauses.append(dataclasses.asdict(event))
             elif kind == "Done":
                 done = event
-    _show(done, request, pauses, as_json=as_json, extra=extra)
+    _show(done, request, pauses, as_json=as_json, extra=extra, live=live)
     if done.finish_reason == "cancelled":
         raise SystemExit(130)
 
 
-def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | None) -> None:
+def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | None, live: bool) -> None:
     """The end of a run: the JSON object, or the rest of the text-mode output."""
     if as_json:
         obj = {
@@ -199,8 +200,10 @@ def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | Non
         obj.update(extra or {})
         _emit_json(obj)
         return
-    if not done.text.endswith("\n"):
-        sys.stdout.write("\n")
+    if not live:
+        sys.stdout.write(done.text)
+    if not done.text.endswith("\n") and (live or sys.stdout.isatty()):
+        sys.stdout.write("\n")  # piped, `complete` prints the inserted text and nothing else
     sys.stdout.flush()  # the answer before anything said on stderr
     _echo_notes(done.stats.get("notes", []))
     others = (done.texts or [])[1:]  # multi-draft strategies: the best went to stdout above
@@ -315,24 +318,14 @@ def complete(
         filename=file.name,
         workspace=str(file.resolve().parent),
     )
-    constraint = _constraint(service, grammar, regex, json_schema)
-    done = service.run(request, constraint=constraint, progress=_WorkProgress(enabled=not as_json))
-    if as_json:
-        _emit_json(
-            {
-                "text": done.text,
-                "strategy": request.strategy,
-                "finish_reason": done.finish_reason,
-                "file": str(file),
-                "line": line,
-                "column": column,
-                "stats": done.stats,
-            }
-        )
-    else:
-        sys.stdout.write(done.text)
-        if sys.stdout.isatty():
-            sys.stdout.write("\n")
+    _stream(
+        service,
+        request,
+        as_json=as_json,
+        extra={"file": str(file), "line": line, "column": column},
+        constraint=_constraint(service, grammar, regex, json_schema),
+        live=False,
+    )
 
 
 @app.command()

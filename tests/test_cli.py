@@ -61,6 +61,12 @@ def test_complete_at_cursor(tmp_path, smol_path):
     assert "\n" not in obj["text"] and not obj["text"].endswith(")")
     plain = run_cli("complete", str(src), "--line", "5", "--column", "17", "--model", str(smol_path))
     assert plain.stdout == obj["text"]
+    # a multi-draft strategy gives an editor its alternatives, as `generate --json` does
+    res = run_cli(
+        "complete", str(src), "-l", "5", "-c", "17", "-m", str(smol_path), "-s", "superposed", "-n", "6", "--json"
+    )
+    drafts = json.loads(res.stdout)
+    assert len(drafts["texts"]) == 3 and drafts["text"] in drafts["texts"] and drafts["file"] == str(src)
 
 
 @pytest.mark.parametrize(
