@@ -212,6 +212,24 @@ def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | Non
         typer.echo(text if text.endswith("\n") else text + "\n", err=True, nl=False)
 
 
+def _prompt_text(arg: str) -> str:
+    """The prompt argument, or standard input for '-', as text llama.cpp can take: bytes that are
+    not UTF-8 (Python keeps them as lone surrogates) are a clear error, not a traceback."""
+    if arg == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise UserError(
+                f"standard input is not UTF-8 text (byte {e.start}: {data[e.start : e.start + 1]!r})"
+            ) from None
+    try:
+        arg.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(f"the prompt is not UTF-8 text (character {e.start})") from None
+    return arg
+
+
 def _request(settings: Settings, *, strategy, options, max_tokens, temperature, seed, stop, **kw):
     """The request of a command run in the user's project: its workspace is the current folder
     unless the command names another (`complete`: the file's)."""
@@ -254,8 +272,7 @@ def generate(
     as_json: JsonOpt = False,
 ):
     """Continue PROMPT with the completion model and stream the text."""
-    if prompt == "-":
-        prompt = sys.stdin.read()
+    prompt = _prompt_text(prompt)
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     request = _request(

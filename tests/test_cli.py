@@ -52,6 +52,17 @@ def test_generate_default_model_is_gemma(tmp_path):
     assert json.loads(res.stdout)["stats"]["generated_tokens"] > 0
 
 
+def test_a_prompt_that_is_not_utf8_is_a_clear_error(smol_path):
+    """Bytes that are not UTF-8, piped in or in the argument, are named; they were a traceback."""
+    cmd = [sys.executable, "-m", "assistant", "generate", "-", "-m", str(smol_path), "-n", "2"]
+    piped = subprocess.run(cmd, input=b"def f():\n    \xff\xfe\n", capture_output=True, timeout=120)
+    assert piped.returncode == 2 and b"standard input is not UTF-8 text (byte 13" in piped.stderr
+    assert b"Traceback" not in piped.stderr
+    argv = [os.fsencode(a) for a in cmd[:4]] + [b"x = \xff"] + [os.fsencode(a) for a in cmd[5:]]
+    named = subprocess.run(argv, capture_output=True, timeout=120)
+    assert named.returncode == 2 and b"the prompt is not UTF-8 text" in named.stderr
+
+
 def test_complete_at_cursor(tmp_path, smol_path):
     src = tmp_path / "calc.py"
     src.write_text("def add(a, b):\n    return a + b\n\n\nresult = add(1, )\nprint(result)\n")
