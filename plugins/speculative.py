@@ -114,6 +114,8 @@ class AcceptanceTally:
     (a file of near-identical lines) or not (ordinary code, where a draft mostly fails and on a
     CPU costs more than it saves). Kinds as in `DraftPolicy`: first, next, inside."""
 
+    WINDOW = 2048  # prompt positions counted: the latest, nearest the text to come
+
     def __init__(self, depth: int):
         self.depth = depth
         self.hits: dict[tuple[str, int], int] = {}
@@ -226,7 +228,9 @@ class Speculative(Strategy):
         ops, ctx = run.ops, run.context
         lookup = NgramLookup(o.min_ngram, o.max_ngram)
         seen = AcceptanceTally(o.max_draft)
-        lookup.extend(run.prompt_tokens, seen)
+        recent = len(run.prompt_tokens) - AcceptanceTally.WINDOW  # evidence enough; a long file costs no more
+        lookup.extend(run.prompt_tokens[: max(recent, 0)])
+        lookup.extend(run.prompt_tokens[max(recent, 0) :], seen)
         drafted = accepted_total = 0
         logits = run.start()
         if logits is not None:
