@@ -163,9 +163,19 @@ def _ctrl_c_cancels(service):
         signal.signal(signal.SIGINT, previous)
 
 
-def _stream(service, request, *, as_json: bool, extra: dict | None = None, constraint=None, live: bool = True) -> None:
+def _stream(
+    service,
+    request,
+    *,
+    as_json: bool,
+    extra: dict | None = None,
+    constraint=None,
+    live: bool = True,
+    newline: str = "\n",
+) -> None:
     """Run a request: stream text to stdout (`live`; else print exactly the text at the end, as
-    `complete` does for a caller that inserts it), or print one JSON object at the end."""
+    `complete` does for a caller that inserts it, with the file's `newline`), or print one JSON
+    object at the end."""
     done, pauses = None, []
     service.context()  # load first: Ctrl-C while a model loads simply quits
     with _ctrl_c_cancels(service) as cancel:
@@ -179,6 +189,9 @@ def _stream(service, request, *, as_json: bool, extra: dict | None = None, const
                 pauses.append(dataclasses.asdict(event))
             elif kind == "Done":
                 done = event
+    if newline != "\n":
+        done.text = done.text.replace("\n", newline)
+        done.texts = done.texts and [t.replace("\n", newline) for t in done.texts]
     _show(done, request, pauses, as_json=as_json, extra=extra, live=live)
     if done.finish_reason == "cancelled":
         raise SystemExit(130)
@@ -316,7 +329,7 @@ def complete(
     from .context.cursor import split_at_cursor
     from .context.syntax import language_of
 
-    prefix, suffix = split_at_cursor(file, line, column)
+    prefix, suffix, newline = split_at_cursor(file, line, column)
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     request = _request(
@@ -342,6 +355,7 @@ def complete(
         extra={"file": str(file), "line": line, "column": column},
         constraint=_constraint(service, grammar, regex, json_schema),
         live=False,
+        newline=newline,
     )
 
 

@@ -80,6 +80,20 @@ def test_complete_at_cursor(tmp_path, smol_path):
     assert len(drafts["texts"]) == 3 and drafts["text"] in drafts["texts"] and drafts["file"] == str(src)
 
 
+def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
+    """The model sees "\n" line ends either way; the text to insert uses the file's own."""
+    unix = 'def f(x):\n    """Twice x."""\n    return \n\nprint(f(1))\n'
+    texts = {}
+    for name, newline in (("unix.py", "\n"), ("windows.py", "\r\n")):
+        src = tmp_path / name
+        src.write_bytes(unix.replace("\n", newline).encode())
+        res = run_cli("complete", str(src), "-l", "3", "-c", "12", "-n", "12", "--json")
+        assert res.returncode == 0, res.stderr
+        texts[newline] = json.loads(res.stdout)["text"]
+    assert "\n" in texts["\n"] and "\r" not in texts["\n"]  # the completion runs past its line
+    assert texts["\r\n"] == texts["\n"].replace("\n", "\r\n")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

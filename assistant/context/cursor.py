@@ -7,9 +7,12 @@ from pathlib import Path
 from ..errors import UserError
 
 
-def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str]:
+def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str, str]:
+    """(prefix, suffix, newline): the text with "\n" line ends, as models mostly saw code, and
+    the file's own line end ("\r\n" in a Windows file), which the inserted text must use."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None
     except IsADirectoryError:
@@ -18,6 +21,8 @@ def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str]:
         raise UserError(f"not a UTF-8 text file: {path}") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    newline = "\r\n" if raw.count("\r\n") * 2 > raw.count("\n") else "\n"
+    text = raw.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")  # a trailing newline gives an empty last line: the cursor may go there
     if not 1 <= line <= len(lines):
         raise UserError(f"--line {line} is outside {path} (1..{len(lines)})")
@@ -25,4 +30,4 @@ def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str]:
     if not 1 <= column <= len(current) + 1:
         raise UserError(f"--column {column} is outside line {line} (1..{len(current) + 1})")
     offset = sum(len(s) + 1 for s in lines[: line - 1]) + column - 1
-    return text[:offset], text[offset:]
+    return text[:offset], text[offset:], newline
