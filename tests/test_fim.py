@@ -102,3 +102,30 @@ def test_complete_runs_a_fim_model(tmp_path, tiny):
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["stats"]["prompt_mode"] == "fim:qwen"
+
+
+class _CountingTokenizer:
+    """The real model, noting how much text each tokenize call is given."""
+
+    def __init__(self, model):
+        self.model, self.sizes = model, []
+
+    def tokenize(self, text, **kw):
+        self.sizes.append(len(text))
+        return self.model.tokenize(text, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_a_long_file_is_cut_before_it_is_tokenized(gemma):
+    """An editor sends the whole file; only text near the cursor is tokenized (tokenizing
+    1.7 MB took 12 s), and the tokens kept are the ones tokenizing all of it gives."""
+    text = "".join(f"def f{i}(x):\n    return x * {i}\n\n\n" for i in range(20000))  # ~0.6 MB
+    prefix, suffix = text + "def g(y):\n    return ", "\n" + text
+    counting = _CountingTokenizer(gemma)
+    p = build_prompt(counting, Request(prompt=prefix, suffix=suffix, max_tokens=16), 1024)
+    bos = gemma.bos_tokens()
+    assert p.truncated and p.mode == "prefix" and len(p.tokens) == 1024 - 16 - len(bos) - 4 + len(bos)
+    assert p.tokens[len(bos) :] == gemma.tokenize(prefix)[-(len(p.tokens) - len(bos)) :]
+    assert max(counting.sizes) < 50_000

@@ -14,6 +14,8 @@ from .syntax import SyntaxGuard
 
 # room kept for generation when an infill prompt has to be shortened
 MIN_GENERATION_ROOM = 64
+# tokens dropped next to a cut in the text: a token there may be split differently
+CUT_MARGIN = 16
 
 
 @dataclass
@@ -34,17 +36,19 @@ def build_prompt(model: Model, request: Request, n_ctx: int) -> Prompt:
 def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
     bos = model.bos_tokens() if request.add_bos else []
     if not request.is_infill:
-        tokens = bos + model.tokenize(request.prompt)
+        head, cut = _tokens_near(model, request.prompt, n_ctx, tail=False)  # enough to tell it is too long
+        tokens = bos + head
         if not tokens:
             raise UserError("empty prompt")
         if len(tokens) >= n_ctx:
+            size = f"over {len(tokens)}" if cut else f"{len(tokens)}"
             raise ContextOverflow(
-                f"prompt is {len(tokens)} tokens but the context holds {n_ctx}; raise --n-ctx or shorten the prompt"
+                f"prompt is {size} tokens but the context holds {n_ctx}; raise --n-ctx or shorten the prompt"
             )
         return Prompt(tokens)
     prefix, suffix = request.prompt, request.suffix or ""
     room = max(n_ctx - min(request.max_tokens, n_ctx // 2) - len(bos) - 4, MIN_GENERATION_ROOM)
-    pre = model.tokenize(prefix)
+    pre = _tail_tokens(model, prefix, room)
     fim = detect_fim(model)
     if fim is None:
         # no FIM tokens: prompt with the prefix; the suffix steers stopping only
@@ -54,7 +58,7 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
         if not tokens:
             raise UserError("nothing to complete: the prefix is empty and the model has no BOS token")
         return Prompt(tokens, guard=SuffixGuard(suffix), truncated=truncated, mode="prefix")
-    suf = model.tokenize(suffix)
+    suf = _head_tokens(model, suffix, room)
     # documented truncation: keep the end of the prefix (3/4 of the room) and the start of the suffix
     truncated = len(pre) + len(suf) > room
     if truncated:
@@ -67,3 +71,27 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
         tokens = fim_tokens(model, fim, pre, suf, bos=bos, filename=request.filename or "filename")
         truncated = True
     return Prompt(tokens, truncated=truncated, mode=f"fim:{fim.family}")
+
+
+def _tail_tokens(model: Model, text: str, budget: int) -> list[int]:
+    """The tokens of `text`, or, where it is far longer than `budget` tokens, more than the last
+    `budget` of them (so the caller sees it must cut) without tokenizing the rest: an editor
+    sends the whole file, and tokenizing megabytes (seconds, growing faster than the text) to
+    keep its end is waste."""
+    return _tokens_near(model, text, budget, tail=True)[0]
+
+
+def _head_tokens(model: Model, text: str, budget: int) -> list[int]:
+    """As `_tail_tokens`, for the start of `text` (the suffix after a cursor)."""
+    return _tokens_near(model, text, budget, tail=False)[0]
+
+
+def _tokens_near(model: Model, text: str, budget: int, *, tail: bool) -> tuple[list[int], bool]:
+    """(tokens, whether the text was cut before tokenizing)."""
+    window = 8 * (budget + CUT_MARGIN)  # code averages 3-4 characters a token
+    while window < len(text):
+        tokens = model.tokenize(text[-window:] if tail else text[:window])
+        if len(tokens) > budget + CUT_MARGIN:  # more than the budget: the caller sees a cut
+            return (tokens[CUT_MARGIN:] if tail else tokens[:-CUT_MARGIN]), True
+        window *= 2
+    return model.tokenize(text), False
