@@ -49,6 +49,42 @@ def test_syntax_guard_unit():
     assert js.valid("1 + 2") and not js.valid("1 +")
 
 
+def test_syntax_guard_looks_past_a_file_broken_elsewhere():
+    """A half-edited function elsewhere no longer makes every middle invalid (the guard returned
+    nothing at all): the statements around the cursor must parse, and the whole file too where
+    only the middle could break it."""
+    broken_below = "\n\ndef later(:\n    pass\n"
+    g = SyntaxGuard("import os\n\n\ndef f(x):\n    return ", "\n" + broken_below, "python")
+    assert g.valid("x + 1") and not g.valid("x +") and not g.check_whole
+    broken_above = SyntaxGuard("def earlier(:\n    pass\n\n\nvalue = ", "\nprint(value)\n", "python")
+    assert broken_above.valid("[1, 2]") and not broken_above.valid("[1, 2")
+    # a middle that goes on with the body of the function above a blank line
+    body = SyntaxGuard("def a():\n    x = 1\n\n    ", "\n\n\ndef b(:\n    pass\n", "python")
+    assert body.valid("return x") and not body.valid("return (x")
+    js = SyntaxGuard("function f() { return ", "; }\nfunction g( {\n", "javascript")
+    assert js.valid("1 + 2") and not js.valid("1 +")
+
+
+def test_no_valid_infill_is_said(tmp_path, smol_path):
+    """No middle can mend this line (`return` cannot be an annotation): nothing is inserted, and
+    the user is told why instead of getting an empty answer."""
+    src = tmp_path / "m.py"
+    src.write_text("def f(x:\n    return \n")
+    res = run_cli("complete", str(src), "-l", "2", "-c", "12", "-n", "3", "--syntax-valid", "-m", str(smol_path))
+    assert res.returncode == 0 and res.stdout == ""
+    assert "no stop was found where the code around the cursor parses" in res.stderr
+
+
+def test_syntax_guard_parses_a_large_file_whole_only_for_a_middle_that_fits():
+    """In a file that parses apart from the hole, the whole file is parsed again only for a middle
+    whose own statements parse: once, not at every line boundary of a long completion."""
+    functions = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(3000))
+    g = SyntaxGuard(functions + "def g(x):\n    return (", "\n\n\n" + functions, "python")
+    assert g.check_whole
+    assert not g.valid("x +\n") and not g.valid("x + (1") and g.whole_checks == 0
+    assert g.valid("x + 1)") and g.whole_checks == 1
+
+
 def test_complete_syntax_valid_flag_and_eval_infill(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("def mean(xs):\n    total = 0\n    for x in xs:\n        \n    return total / len(xs)\n")

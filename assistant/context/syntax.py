@@ -78,6 +78,33 @@ def parses(source: str, language: str | None = "python") -> bool:
     return not parser.parse(source.encode("utf-8")).root_node.has_error
 
 
+def top_level_span(prefix: str, suffix: str, language: str) -> tuple[int, int, bool] | None:
+    """The top-level statements around a cursor, from the file without a middle: (where they
+    start in `prefix`, where they end in `suffix`, in characters; whether the rest of the file
+    parses). From the statement the cursor is in or follows, to the first one starting on a
+    later line; a broken statement that ends before the cursor is left out. Top-level
+    statements parse on their own, so a middle need only make these parse where the file is
+    broken elsewhere (a half-edited function further down). None without a tree-sitter
+    grammar, or where the span is the whole file."""
+    parser = _parser(language)
+    if parser is None:
+        return None
+    before, after = prefix.encode("utf-8"), suffix.encode("utf-8")
+    cursor, row = len(before), prefix.count("\n")
+    children = parser.parse(before + after).root_node.children
+    start, end = 0, len(before) + len(after)
+    for child in children:
+        if child.start_byte < cursor:
+            start = child.end_byte if child.has_error and child.end_byte < cursor else child.start_byte
+    later = [c for c in children if c.start_byte >= cursor and c.start_point[0] > row]
+    if later:
+        end = later[0].start_byte
+    if start == 0 and end == len(before) + len(after):
+        return None
+    clean = not any(c.has_error for c in children if c.end_byte <= start or c.start_byte >= end)
+    return len(before[:start].decode("utf-8")), len(after[: end - cursor].decode("utf-8")), clean
+
+
 class SyntaxGuard:
     """Stop only where prefix + middle + suffix parses (and the middle is not empty).
 
@@ -93,7 +120,12 @@ class SyntaxGuard:
         self.keep_newline = not suffix.startswith("\n")
         self._checked = 0  # line boundaries before this index were already tried
         self.failed = False
-        self.checks = 0
+        self.checks = self.whole_checks = 0
+        span = top_level_span(prefix, suffix, self.language)
+        # the statements around the cursor are checked first (cheap on a large file); the whole
+        # file too only where nothing outside them was broken before the middle went in
+        self.around = None if span is None else (prefix[span[0] :], suffix[: span[1]])
+        self.check_whole = span is None or span[2]
 
     def reset(self) -> None:
         self._checked = 0
@@ -103,6 +135,12 @@ class SyntaxGuard:
         if not middle.strip():
             return False
         self.checks += 1
+        if self.around is not None:
+            if not parses(self.around[0] + middle + self.around[1], self.language):
+                return False
+            if not self.check_whole:
+                return True
+        self.whole_checks += 1
         return parses(self.prefix + middle + self.suffix, self.language)
 
     def check(self, text: str, final: bool) -> tuple[bool, int]:

@@ -206,6 +206,8 @@ class Run:
     def done(self, texts: list[str] | None = None) -> Done:
         if self.finish_reason is None:
             self.finish("stop")
+        if self.finish_reason == "no_valid_infill":  # said once, however many attempts a strategy made
+            self.notes.append("no stop was found where the code around the cursor parses: nothing to insert")
         return Done(
             text=self.final_text,
             finish_reason=self.finish_reason or "stop",
