@@ -61,6 +61,9 @@ def test_syntax_guard_looks_past_a_file_broken_elsewhere():
     # a middle that goes on with the body of the function above a blank line
     body = SyntaxGuard("def a():\n    x = 1\n\n    ", "\n\n\ndef b(:\n    pass\n", "python")
     assert body.valid("return x") and not body.valid("return (x")
+    # a continuation line: the statement the middle goes on with is broken until it does
+    continued = SyntaxGuard("def f(x):\n    return (x +\n    ", "\n\n\ndef g(:\n    pass\n", "python")
+    assert continued.valid("1)") and not continued.valid("1")
     js = SyntaxGuard("function f() { return ", "; }\nfunction g( {\n", "javascript")
     assert js.valid("1 + 2") and not js.valid("1 +")
 

@@ -81,11 +81,11 @@ def parses(source: str, language: str | None = "python") -> bool:
 def top_level_span(prefix: str, suffix: str, language: str) -> tuple[int, int, bool] | None:
     """The top-level statements around a cursor, from the file without a middle: (where they
     start in `prefix`, where they end in `suffix`, in characters; whether the rest of the file
-    parses). From the statement the cursor is in or follows, to the first one starting on a
-    later line; a broken statement that ends before the cursor is left out. Top-level
-    statements parse on their own, so a middle need only make these parse where the file is
-    broken elsewhere (a half-edited function further down). None without a tree-sitter
-    grammar, or where the span is the whole file."""
+    parses). From the statement the cursor is in or follows (the middle may go on with it: a
+    continuation line), to the first one starting on a later line. Top-level statements parse
+    on their own, so a middle need only make these parse where the file is broken elsewhere
+    (a half-edited function further down). None without a tree-sitter grammar, or where the
+    span is the whole file."""
     parser = _parser(language)
     if parser is None:
         return None
@@ -94,8 +94,8 @@ def top_level_span(prefix: str, suffix: str, language: str) -> tuple[int, int, b
     children = parser.parse(before + after).root_node.children
     start, end = 0, len(before) + len(after)
     for child in children:
-        if child.start_byte < cursor:
-            start = child.end_byte if child.has_error and child.end_byte < cursor else child.start_byte
+        if child.start_byte < cursor:  # broken or not: the middle may go on with it
+            start = child.start_byte
     later = [c for c in children if c.start_byte >= cursor and c.start_point[0] > row]
     if later:
         end = later[0].start_byte
