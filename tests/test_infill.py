@@ -64,6 +64,9 @@ def test_syntax_guard_looks_past_a_file_broken_elsewhere():
     # a continuation line: the statement the middle goes on with is broken until it does
     continued = SyntaxGuard("def f(x):\n    return (x +\n    ", "\n\n\ndef g(:\n    pass\n", "python")
     assert continued.valid("1)") and not continued.valid("1")
+    # a hole that splits its statement: the indented rest is still the statement's
+    split = SyntaxGuard("class A", "\n    x = 1\n    def m(self):\n        pass\n\n\nA()\n", "python")
+    assert split.valid(":") and not split.valid(";")
     js = SyntaxGuard("function f() { return ", "; }\nfunction g( {\n", "javascript")
     assert js.valid("1 + 2") and not js.valid("1 +")
 

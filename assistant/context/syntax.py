@@ -82,7 +82,7 @@ def top_level_span(prefix: str, suffix: str, language: str) -> tuple[int, int, b
     """The top-level statements around a cursor, from the file without a middle: (where they
     start in `prefix`, where they end in `suffix`, in characters; whether the rest of the file
     parses). From the statement the cursor is in or follows (the middle may go on with it: a
-    continuation line), to the first one starting on a later line. Top-level statements parse
+    continuation line), to the first one starting at the left margin of a later line. Top-level statements parse
     on their own, so a middle need only make these parse where the file is broken elsewhere
     (a half-edited function further down). None without a tree-sitter grammar, or where the
     span is the whole file."""
@@ -96,7 +96,8 @@ def top_level_span(prefix: str, suffix: str, language: str) -> tuple[int, int, b
     for child in children:
         if child.start_byte < cursor:  # broken or not: the middle may go on with it
             start = child.start_byte
-    later = [c for c in children if c.start_byte >= cursor and c.start_point[0] > row]
+    # an indented piece is the cursor's statement split where the hole broke it, not a new one
+    later = [c for c in children if c.start_byte >= cursor and c.start_point[0] > row and c.start_point[1] == 0]
     if later:
         end = later[0].start_byte
     if start == 0 and end == len(before) + len(after):
