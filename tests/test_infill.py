@@ -65,8 +65,8 @@ def test_syntax_guard_looks_past_a_file_broken_elsewhere():
     continued = SyntaxGuard("def f(x):\n    return (x +\n    ", "\n\n\ndef g(:\n    pass\n", "python")
     assert continued.valid("1)") and not continued.valid("1")
     # a hole that splits its statement: the indented rest is still the statement's
-    split = SyntaxGuard("class A", "\n    x = 1\n    def m(self):\n        pass\n\n\nA()\n", "python")
-    assert split.valid(":") and not split.valid(";")
+    split = SyntaxGuard("class A", "\n    x = 1\n    def m(self):\n        pass\n\n\ndef b(:\n    pass\n", "python")
+    assert split.valid(":") and not split.valid(";") and not split.check_whole
     js = SyntaxGuard("function f() { return ", "; }\nfunction g( {\n", "javascript")
     assert js.valid("1 + 2") and not js.valid("1 +")
 
@@ -81,14 +81,13 @@ def test_no_valid_infill_is_said(tmp_path, smol_path):
     assert "no stop was found where the code around the cursor parses" in res.stderr
 
 
-def test_syntax_guard_parses_a_large_file_whole_only_for_a_middle_that_fits():
-    """In a file that parses apart from the hole, the whole file is parsed again only for a middle
-    whose own statements parse: once, not at every line boundary of a long completion."""
-    functions = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(3000))
-    g = SyntaxGuard(functions + "def g(x):\n    return (", "\n\n\n" + functions, "python")
-    assert g.check_whole
-    assert not g.valid("x +\n") and not g.valid("x + (1") and g.whole_checks == 0
-    assert g.valid("x + 1)") and g.whole_checks == 1
+def test_syntax_guard_checks_a_file_fine_elsewhere_whole():
+    """Where nothing outside the cursor's statements was broken, the check is the whole file's,
+    as before: the statements around the cursor alone misjudge a middle that reaches into the
+    next statement from inside a string (seen in a fuzz over the standard library)."""
+    g = SyntaxGuard("import os\n\n\ndef f(x):\n    return (", "\n\n\nprint(f(1))\n", "python")
+    assert g.check_whole and g.around is not None
+    assert not g.valid("x +\n") and g.valid("x + 1)") and g.whole_checks == g.checks == 2
 
 
 def test_complete_syntax_valid_flag_and_eval_infill(tmp_path):

@@ -123,8 +123,8 @@ class SyntaxGuard:
         self.failed = False
         self.checks = self.whole_checks = 0
         span = top_level_span(prefix, suffix, self.language)
-        # the statements around the cursor are checked first (cheap on a large file); the whole
-        # file too only where nothing outside them was broken before the middle went in
+        # the whole file is checked, as it must parse; where something outside the statements
+        # around the cursor was broken before the middle went in, only those statements
         self.around = None if span is None else (prefix[span[0] :], suffix[: span[1]])
         self.check_whole = span is None or span[2]
 
@@ -136,11 +136,8 @@ class SyntaxGuard:
         if not middle.strip():
             return False
         self.checks += 1
-        if self.around is not None:
-            if not parses(self.around[0] + middle + self.around[1], self.language):
-                return False
-            if not self.check_whole:
-                return True
+        if not self.check_whole:
+            return parses(self.around[0] + middle + self.around[1], self.language)
         self.whole_checks += 1
         return parses(self.prefix + middle + self.suffix, self.language)
 
