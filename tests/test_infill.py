@@ -129,3 +129,38 @@ def test_complete_syntax_valid_flag_and_eval_infill(tmp_path):
     bad = run_cli("eval", "infill", "--cases", str(cases), "-s", "grammar-infill", "-o", "nosuch=1")
     assert bad.returncode == 2 and "has no option 'nosuch'" in bad.stderr, bad.stderr
     assert "infill [" not in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_syntax_guard_on_standard_library_files_broken_elsewhere():
+    """Real files, a random hole, a function broken far from it: the guard must take the middles
+    that make the unbroken file parse (it took none before) and never one that does not."""
+    import ast
+    import random
+    import re
+    import sysconfig
+    from pathlib import Path
+
+    rng = random.Random(11)
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.glob("*.py") if 3000 < p.stat().st_size < 60000)
+    counts = {"valid accepted": 0, "valid refused": 0, "invalid accepted": 0, "invalid refused": 0}
+    for _ in range(60):
+        src = rng.choice(files).read_text(errors="replace")
+        try:
+            ast.parse(src)
+        except SyntaxError:
+            continue
+        i = rng.randrange(len(src))
+        j = min(len(src), i + rng.randint(1, 80))
+        far = [m.start() for m in re.finditer(r"^(def|class) ", src, re.M) if abs(m.start() - i) > 2000]
+        if not far:
+            continue
+        b, broken = rng.choice(far), "def broken(:\n    pass\n\n\n"
+        pre, suf = (src[:b] + broken + src[b:i], src[j:]) if b < i else (src[:i], src[j:b] + broken + src[b:])
+        for middle in (src[i:j], src[i : j - 1], src[i + 1 : j], src[i:j] + ")"):
+            if middle.strip():
+                truth = parses(src[:i] + middle + src[j:])
+                taken = SyntaxGuard(pre, suf, "python").valid(middle)
+                counts[f"{'valid' if truth else 'invalid'} {'accepted' if taken else 'refused'}"] += 1
+    assert counts["invalid accepted"] == 0, counts
+    assert counts["valid accepted"] >= 0.8 * (counts["valid accepted"] + counts["valid refused"]) > 40, counts
