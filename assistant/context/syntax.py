@@ -82,10 +82,10 @@ def top_level_span(prefix: str, suffix: str, language: str) -> tuple[int, int, b
     """The top-level statements around a cursor, from the file without a middle: (where they
     start in `prefix`, where they end in `suffix`, in characters; whether the rest of the file
     parses). From the statement the cursor is in or follows (the middle may go on with it: a
-    continuation line), to the first one starting at the left margin of a later line. Top-level statements parse
-    on their own, so a middle need only make these parse where the file is broken elsewhere
-    (a half-edited function further down). None without a tree-sitter grammar, or where the
-    span is the whole file."""
+    continuation line), to the first one starting at the left margin of a later line.
+    Top-level statements parse on their own, so a middle need only make these parse where the
+    file is broken elsewhere (a half-edited function further down). None without a
+    tree-sitter grammar, or where the span is the whole file."""
     parser = _parser(language)
     if parser is None:
         return None
