@@ -17,7 +17,6 @@ cached on disk.
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
@@ -63,7 +62,7 @@ class Draft:
 
     def extend(self, run: Run, token: int, score: float) -> Draft:
         child = Draft(self.tokens + [token], score, self.raw + run.model.piece(token))
-        child.stops = copy.copy(self.stops)
+        child.stops = self.stops.fork() if self.stops is not None else None
         if self.constraint is not None:
             child.constraint = self.constraint.fork()
             child.constraint.advance(token)
@@ -88,7 +87,7 @@ class Superposed(Strategy):
             raise PluginError(f"superposed decoding does not work on {model.architecture} (per-layer token inputs)")
         store = get_store(model, o.corpus or None, progress=run.progress, workspace=run.request.workspace)
         logits = run.start()
-        root = Draft([], 0.0, stops=copy.copy(run.stops))
+        root = Draft([], 0.0, stops=run.stops.fork())
         if run.constraint is not None:
             root.constraint = run.constraint.fork()
         alive, finished = [root], []
@@ -165,7 +164,7 @@ class Superposed(Strategy):
         for score, i, v in pairs[: 2 * o.k]:
             parent = sources[i]
             if model.is_eog(v):
-                d = Draft(parent.tokens, score, parent.raw, finish="stop")
+                d = Draft(parent.tokens, score, parent.raw, stops=parent.stops.fork(), finish="stop")
                 d.text = self._cut(run, d)
                 done.append(d)
                 continue
@@ -188,12 +187,17 @@ class Superposed(Strategy):
         return d.text if d.text is not None else self._cut(run, d)
 
     def _rank(self, run, o, drafts, *, rescore: bool):
+        """The k best drafts; a draft the syntax guard found no valid end for ranks after every
+        one it accepted, however likely (a long draft that never closes a bracket can be the
+        most fluent, and was the answer: an empty insertion)."""
         drafts = [d for d in drafts if d.tokens]
+        for d in drafts:
+            d.text = self._final_text(run, d)
         if rescore and drafts:
             scores = self._true_logprobs(run, drafts)
             for d, s in zip(drafts, scores, strict=True):
                 d.score = s
-        return sorted(drafts, key=lambda d: d.perplexity)[: o.k]
+        return sorted(drafts, key=lambda d: (getattr(d.stops.guard, "failed", False), d.perplexity))[: o.k]
 
     def _true_logprobs(self, run, drafts) -> list[float]:
         """Sum of the model's log-probabilities of each draft after the prompt: the drafts are

@@ -39,6 +39,27 @@ def test_grammar_infill_is_valid_on_tricky_suffixes(gemma_service, case):
             assert not done.text.rstrip().endswith(next_line), done.text
 
 
+def test_superposed_drafts_each_keep_their_own_syntax_guard(gemma_service):
+    """The drafts shared one syntax guard, so one draft's scan passed over another's line ends,
+    and the most fluent draft could be one with no valid end: the answer was empty."""
+    prefix = "def mean(xs):\n    total = 0\n    for x in xs:\n        "
+    suffix = "\n    return total / len(xs)\n"
+    req = Request(prompt=prefix, suffix=suffix, max_tokens=40, strategy="superposed", syntax_valid=True)
+    done = [e for e in gemma_service.generate(req) if isinstance(e, Done)][0]
+    assert done.finish_reason == "stop" and done.text.strip() and parses(prefix + done.text + suffix), done
+    assert done.texts[0] == done.text
+
+
+def test_forked_stop_rules_keep_their_own_guard_state():
+    from assistant.decoding.stops import StopRules
+
+    rules = StopRules(Request(prompt="x = (", suffix=")\n"), SyntaxGuard("x = (", ")\n", "python"))
+    other = rules.fork()
+    assert other.guard is not rules.guard
+    other.check("1 +\n2 +\n")
+    assert rules.guard._checked == 0 and other.guard._checked > 0
+
+
 def test_syntax_guard_unit():
     g = SyntaxGuard("x = (1 +", ")\n", "python")
     assert g.check("", final=False) == (False, 0)

@@ -10,6 +10,7 @@ non-empty.
 from __future__ import annotations
 
 import ast
+import copy
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -164,6 +165,10 @@ class SyntaxGuard:
     def reset(self) -> None:
         self._checked = 0
         self.failed = False
+
+    def fork(self) -> SyntaxGuard:
+        """The same guard for another text that starts as this one's (the file tree is shared)."""
+        return copy.copy(self)
 
     def valid(self, middle: str) -> bool:
         if not middle.strip():

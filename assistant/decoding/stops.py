@@ -8,6 +8,7 @@ back so streamed text never has to be taken back).
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Protocol
 
@@ -65,6 +66,15 @@ class StopRules:
         if self.t_max and "\n" in text and now - self.started > self.t_max:
             return "time_limit", self.finish(text)
         return None, hold
+
+    def fork(self) -> StopRules:
+        """A copy for another text that starts as this one (superposed's drafts): its scan
+        positions, and a guard of its own where the guard keeps state (the syntax guard's), so
+        one draft's lines are never taken as another's."""
+        other = copy.copy(self)
+        fork = getattr(self.guard, "fork", None)
+        other.guard = fork() if fork is not None else self.guard
+        return other
 
     def finish(self, text: str) -> int:
         """Where to cut when generation ends for another reason (EOS, length, time)."""
