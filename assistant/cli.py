@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import signal
 import sys
 import threading
@@ -43,7 +44,9 @@ OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Str
 MaxTokOpt = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (sample strategy).")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed for sampling strategies.")]
-StopOpt = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
+StopOpt = Annotated[
+    list[str] | None, typer.Option("--stop", help=r"Stop string (repeatable); \n, \t, \r and \\ are understood.")
+]
 GrammarOpt = Annotated[Path | None, typer.Option("--grammar", help="Constrain output to a Lark grammar file.")]
 RegexOpt = Annotated[str | None, typer.Option("--regex", help="Constrain output to a regular expression.")]
 SchemaOpt = Annotated[Path | None, typer.Option("--json-schema", help="Constrain output to a JSON schema file.")]
@@ -225,6 +228,15 @@ def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | Non
         typer.echo(text if text.endswith("\n") else text + "\n", err=True, nl=False)
 
 
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
+
+
+def _unescape(text: str) -> str:
+    r"""`--stop "\n\n"` means two newlines, as in llama.cpp's tools (a shell passes the
+    backslashes through); any other backslash stays as typed."""
+    return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
+
+
 def _prompt_text(arg: str) -> str:
     """The prompt argument, or standard input for '-', as text llama.cpp can take: bytes that are
     not UTF-8 (Python keeps them as lone surrogates) are a clear error, not a traceback."""
@@ -253,7 +265,7 @@ def _request(settings: Settings, *, strategy, options, max_tokens, temperature, 
         strategy=strategy or settings.strategy,
         options=_parse_options(options),
         max_tokens=max_tokens if max_tokens is not None else settings.max_tokens,
-        stop=list(stop or []),
+        stop=[_unescape(s) for s in stop or []],
         sampling=Sampling(
             temperature=temperature if temperature is not None else settings.temperature,
             top_k=settings.top_k,

@@ -63,6 +63,13 @@ def test_a_prompt_that_is_not_utf8_is_a_clear_error(smol_path):
     assert named.returncode == 2 and b"the prompt is not UTF-8 text" in named.stderr
 
 
+def test_stop_strings_understand_backslash_escapes(smol_path):
+    r"""`--stop "\n"` as typed in a shell is a backslash and an n; it means a newline."""
+    res = run_cli("generate", "import os\nimport sys\n", "-m", str(smol_path), "-n", "24", "--stop", r"\n", "--json")
+    obj = json.loads(res.stdout)
+    assert obj["finish_reason"] == "stop" and "\n" not in obj["text"], obj
+
+
 def test_complete_at_cursor(tmp_path, smol_path):
     src = tmp_path / "calc.py"
     src.write_text("def add(a, b):\n    return a + b\n\n\nresult = add(1, )\nprint(result)\n")
