@@ -231,6 +231,17 @@ def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | Non
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
+def _note_unused_temperature(service, request, temperature: float | None) -> None:
+    """--temperature reaches only strategies that read the request's temperature; say so rather
+    than ignore it (top-h and grammar-infill have a temperature option of their own)."""
+    cls = service.registry.strategies().get(request.strategy) if temperature is not None else None
+    if cls is None or cls.reads_temperature:
+        return
+    own = any(f.name == "temperature" for f in dataclasses.fields(cls.Options))
+    hint = f"; set its own with -o temperature={temperature:g}" if own else ""
+    typer.echo(f"assistant: note: strategy {request.strategy!r} does not use --temperature{hint}", err=True)
+
+
 def _unescape(text: str) -> str:
     r"""`--stop "\n\n"` means two newlines, as in llama.cpp's tools (a shell passes the
     backslashes through); any other backslash stays as typed."""
@@ -310,6 +321,7 @@ def generate(
         stop=stop,
         prompt=prompt,
     )
+    _note_unused_temperature(service, request, temperature)
     _stream(service, request, as_json=as_json, constraint=_constraint(service, grammar, regex, json_schema))
 
 
@@ -360,6 +372,7 @@ def complete(
         filename=file.name,
         workspace=str(file.resolve().parent),
     )
+    _note_unused_temperature(service, request, temperature)
     _stream(
         service,
         request,

@@ -72,6 +72,7 @@ class AdaDec(Strategy):
     name = "adadec"
     summary = "Greedy, but pause at uncertain tokens and rerank top-k by a batched L-token lookahead."
     Options = AdaDecOptions
+    reads_temperature = False
 
     @classmethod
     def resolved_settings(cls, options: AdaDecOptions, model_path: Path) -> dict:

@@ -42,6 +42,7 @@ class Contrastive(Strategy):
     name = "contrastive"
     summary = "Contrastive search: top-k by probability minus similarity to earlier hidden states."
     Options = ContrastiveOptions
+    reads_temperature = False
 
     def generate(self, run: Run):
         o = self.options

@@ -80,6 +80,7 @@ class GrammarInfill(Strategy):
     name = "grammar-infill"
     summary = "Infill that stops only where prefix + middle + suffix parses; never returns broken code."
     Options = GrammarInfillOptions
+    reads_temperature = False
     needs_syntax_guard = True
 
     def generate(self, run: Run):

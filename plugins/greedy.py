@@ -9,6 +9,7 @@ from assistant.decoding import Run, Strategy, token_by_token
 class Greedy(Strategy):
     name = "greedy"
     summary = "Always take the most likely next token (deterministic)."
+    reads_temperature = False
 
     def generate(self, run: Run):
         return token_by_token(run, run.ops.argmax)

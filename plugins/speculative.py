@@ -222,6 +222,7 @@ class Speculative(Strategy):
     name = "speculative"
     summary = "Greedy output with fewer forward passes: prompt-lookup drafts verified in one batch."
     Options = SpeculativeOptions
+    reads_temperature = False
 
     def generate(self, run: Run):
         o = self.options

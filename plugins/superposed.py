@@ -77,6 +77,7 @@ class Superposed(Strategy):
     name = "superposed"
     summary = "k drafts from one sequence: superposed input embeddings + n-gram separation."
     Options = SuperposedOptions
+    reads_temperature = False
 
     def generate(self, run: Run):
         from assistant.ngrams import get_store

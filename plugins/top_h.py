@@ -50,6 +50,7 @@ class TopH(Strategy):
     name = "top-h"
     summary = "Sample from the entropy-bounded head of the distribution (Top-H)."
     Options = TopHOptions
+    reads_temperature = False
 
     def generate(self, run: Run):
         o = self.options

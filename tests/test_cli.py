@@ -70,6 +70,15 @@ def test_stop_strings_understand_backslash_escapes(smol_path):
     assert obj["finish_reason"] == "stop" and "\n" not in obj["text"], obj
 
 
+def test_temperature_a_strategy_ignores_is_pointed_out(smol_path):
+    """top-h has its own temperature option and greedy none: --temperature was dropped silently."""
+    base = ("generate", "def f():", "-m", str(smol_path), "-n", "2", "--temperature", "1.5", "-s")
+    top_h, sample = run_cli(*base, "top-h"), run_cli(*base, "sample")
+    note = "'top-h' does not use --temperature; set its own with -o temperature=1.5"
+    assert top_h.returncode == 0 and note in top_h.stderr
+    assert sample.returncode == 0 and "does not use --temperature" not in sample.stderr
+
+
 def test_complete_at_cursor(tmp_path, smol_path):
     src = tmp_path / "calc.py"
     src.write_text("def add(a, b):\n    return a + b\n\n\nresult = add(1, )\nprint(result)\n")

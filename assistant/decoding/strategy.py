@@ -29,6 +29,9 @@ class Strategy:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    # whether the request's sampling temperature (--temperature) applies; the CLI says so when a
+    # strategy ignores it (deterministic ones, or those with a temperature option of their own)
+    reads_temperature: ClassVar[bool] = True
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
