@@ -188,17 +188,24 @@ class Superposed(Strategy):
         return d.text if d.text is not None else self._cut(run, d)
 
     def _rank(self, run, o, drafts, *, rescore: bool):
-        """The k best drafts; a draft the syntax guard found no valid end for ranks after every
-        one it accepted, however likely (a long draft that never closes a bracket can be the
-        most fluent, and was the answer: an empty insertion)."""
+        """The k best drafts with distinct texts. Drafts the syntax guard found no valid end for
+        are dropped while any has one, however likely: a long draft that never closes a bracket
+        can be the most fluent, and was the answer (an empty insertion)."""
         drafts = [d for d in drafts if d.tokens]
         for d in drafts:
             d.text = self._final_text(run, d)
+        usable = [d for d in drafts if not getattr(d.stops.guard, "failed", False)]
+        drafts = usable or drafts
         if rescore and drafts:
             scores = self._true_logprobs(run, drafts)
             for d, s in zip(drafts, scores, strict=True):
                 d.score = s
-        return sorted(drafts, key=lambda d: (getattr(d.stops.guard, "failed", False), d.perplexity))[: o.k]
+        ranked, seen = [], set()
+        for d in sorted(drafts, key=lambda d: d.perplexity):
+            if d.text not in seen:  # drafts cut to the same text are one alternative, not two
+                seen.add(d.text)
+                ranked.append(d)
+        return ranked[: o.k]
 
     def _true_logprobs(self, run, drafts) -> list[float]:
         """Sum of the model's log-probabilities of each draft after the prompt: the drafts are
