@@ -19,7 +19,7 @@ import typer
 
 from . import bundled
 from .config import Settings, load_settings
-from .errors import UserError
+from .errors import EngineError, UserError
 
 app = typer.Typer(
     name="assistant",
@@ -806,5 +806,8 @@ def main() -> None:
     except UserError as exc:
         typer.echo(f"assistant: error: {exc}", err=True)
         raise SystemExit(2) from None
+    except EngineError as exc:  # llama.cpp failed: said on one line, as a user's error is
+        typer.echo(f"assistant: error: {exc}", err=True)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

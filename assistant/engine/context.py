@@ -20,7 +20,7 @@ from collections.abc import Sequence as Seq
 import llama_cpp
 import numpy as np
 
-from ..errors import Cancelled, ContextOverflow, EngineError
+from ..errors import Cancelled, ContextOverflow, EngineError, UserError
 from . import _llama
 from .counters import Counters
 from .model import Model
@@ -133,6 +133,26 @@ class Sequence:
         self.id = -1
 
 
+def _check_kv_fits(model: Model, n_ctx: int) -> None:
+    """Refuse a context whose KV cache cannot fit in this machine's memory, before llama.cpp
+    tries: asked for 10^8 or 10^9 tokens, it took 5-20 GB and up to 35 s before failing, and a
+    smaller mistake (10^6 for 10^5) pushes a laptop into swap. The bound counts sliding-window
+    layers in full, as llama.cpp allocated them here (Gemma 3 at 10^6 tokens: 18.5 GB resident
+    against 17 GB estimated). Not checked when layers are offloaded to a GPU, whose cache is
+    elsewhere."""
+    need = n_ctx * model.kv_bytes_per_token
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: llama.cpp will say
+        return
+    if model.n_gpu_layers == 0 and need > memory:
+        trained = f", the model was trained on {model.n_ctx_train}" if model.n_ctx_train else ""
+        raise UserError(
+            f"a context of {n_ctx} tokens needs up to {need / 2**30:.0f} GiB of KV cache and this machine has "
+            f"{memory / 2**30:.0f} GiB of memory; lower --n-ctx{trained}"
+        )
+
+
 class Context:
     """Owns a llama_context created with `n_seq_max` sequences and `kv_unified=True`."""
 
@@ -153,6 +173,7 @@ class Context:
         threads = threads or default_threads()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX))
+        _check_kv_fits(model, params.n_ctx)
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq_max + 1  # one more, private: the scratch sequence (padding, timing)
@@ -167,7 +188,11 @@ class Context:
         with _llama.interrupts_deferred():
             self._ptr = llama_cpp.llama_init_from_model(model._ptr, params)
         if not self._ptr:
-            raise EngineError(f"llama.cpp could not create a context (n_ctx={params.n_ctx})")
+            trained = f"; the model was trained on {model.n_ctx_train}" if model.n_ctx_train else ""
+            raise EngineError(
+                f"llama.cpp could not create a context of {params.n_ctx} tokens (most often too little "
+                f"memory for its KV cache{trained}): lower --n-ctx"
+            )
         self.n_ctx = int(llama_cpp.llama_n_ctx(self._ptr))
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max

@@ -73,6 +73,8 @@ class Model:
         self.n_embd = int(llama_cpp.llama_model_n_embd(self._ptr))
         self.n_embd_inp = int(llama_cpp.llama_model_n_embd_inp(self._ptr))
         self.n_layer = int(llama_cpp.llama_model_n_layer(self._ptr))
+        self.n_head_kv = int(llama_cpp.llama_model_n_head_kv(self._ptr))
+        self.n_head = int(llama_cpp.llama_model_n_head(self._ptr))
         self.n_ctx_train = int(llama_cpp.llama_model_n_ctx_train(self._ptr))
         self.size_bytes = int(llama_cpp.llama_model_size(self._ptr))
         self.n_params = int(llama_cpp.llama_model_n_params(self._ptr))
@@ -90,6 +92,17 @@ class Model:
         self._embeddings: EmbeddingTable | None = None
 
     # -- metadata ---------------------------------------------------------------------------
+    @property
+    def kv_bytes_per_token(self) -> int:
+        """An upper bound on the KV cache a context position takes (f16 keys and values in every
+        layer, sliding-window layers counted in full); 0 for recurrent models, whose state does
+        not grow with the context."""
+        if self.is_recurrent:
+            return 0
+        key_length = self.meta(f"{self.architecture}.attention.key_length")
+        head_dim = int(key_length) if key_length else self.n_embd // max(self.n_head, 1)
+        return self.n_layer * 2 * self.n_head_kv * head_dim * 2
+
     def meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(1024)
         n = llama_cpp.llama_model_meta_val_str(self._ptr, key.encode(), buf, len(buf))
