@@ -228,9 +228,6 @@ def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | Non
         typer.echo(text if text.endswith("\n") else text + "\n", err=True, nl=False)
 
 
-_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
-
-
 def _note_unused_temperature(service, request, temperature: float | None) -> None:
     """--temperature reaches only strategies that read the request's temperature; say so rather
     than ignore it (top-h and grammar-infill have a temperature option of their own)."""
@@ -239,7 +236,10 @@ def _note_unused_temperature(service, request, temperature: float | None) -> Non
         return
     own = any(f.name == "temperature" for f in dataclasses.fields(cls.Options))
     hint = f"; set its own with -o temperature={temperature:g}" if own else ""
-    typer.echo(f"assistant: note: strategy {request.strategy!r} does not use --temperature{hint}", err=True)
+    _echo_notes([f"strategy {request.strategy!r} does not use --temperature{hint}"])
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
 def _unescape(text: str) -> str:

@@ -48,7 +48,7 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
         return Prompt(tokens)
     prefix, suffix = request.prompt, request.suffix or ""
     room = max(n_ctx - min(request.max_tokens, n_ctx // 2) - len(bos) - 4, MIN_GENERATION_ROOM)
-    pre = _tail_tokens(model, prefix, room)
+    pre = _tokens_near(model, prefix, room, tail=True)[0]
     fim = detect_fim(model)
     if fim is None:
         # no FIM tokens: prompt with the prefix; the suffix steers stopping only
@@ -58,7 +58,7 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
         if not tokens:
             raise UserError("nothing to complete: the prefix is empty and the model has no BOS token")
         return Prompt(tokens, guard=SuffixGuard(suffix), truncated=truncated, mode="prefix")
-    suf = _head_tokens(model, suffix, room)
+    suf = _tokens_near(model, suffix, room, tail=False)[0]
     # documented truncation: keep the end of the prefix (3/4 of the room) and the start of the suffix
     truncated = len(pre) + len(suf) > room
     if truncated:
@@ -73,21 +73,12 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
     return Prompt(tokens, truncated=truncated, mode=f"fim:{fim.family}")
 
 
-def _tail_tokens(model: Model, text: str, budget: int) -> list[int]:
-    """The tokens of `text`, or, where it is far longer than `budget` tokens, more than the last
-    `budget` of them (so the caller sees it must cut) without tokenizing the rest: an editor
-    sends the whole file, and tokenizing megabytes (seconds, growing faster than the text) to
-    keep its end is waste."""
-    return _tokens_near(model, text, budget, tail=True)[0]
-
-
-def _head_tokens(model: Model, text: str, budget: int) -> list[int]:
-    """As `_tail_tokens`, for the start of `text` (the suffix after a cursor)."""
-    return _tokens_near(model, text, budget, tail=False)[0]
-
-
 def _tokens_near(model: Model, text: str, budget: int, *, tail: bool) -> tuple[list[int], bool]:
-    """(tokens, whether the text was cut before tokenizing)."""
+    """(tokens, whether the text was cut before tokenizing): the tokens of `text`, or, where it
+    is far longer than `budget` tokens, more than `budget` of them from its end (`tail`) or its
+    start (so the caller sees it must cut), without tokenizing the rest: an editor sends the
+    whole file, and tokenizing megabytes (seconds, growing faster than the text) to keep one
+    end of it is waste."""
     window = 8 * (budget + CUT_MARGIN)  # code averages 3-4 characters a token
     while window < len(text):
         tokens = model.tokenize(text[-window:] if tail else text[:window])
