@@ -194,7 +194,7 @@ class Superposed(Strategy):
         drafts = [d for d in drafts if d.tokens]
         for d in drafts:
             d.text = self._final_text(run, d)
-        usable = [d for d in drafts if not getattr(d.stops.guard, "failed", False)]
+        usable = [d for d in drafts if not d.stops.no_valid_end]
         drafts = usable or drafts
         if rescore and drafts:
             scores = self._true_logprobs(run, drafts)

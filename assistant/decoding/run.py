@@ -152,7 +152,7 @@ class Run:
         if end is None:
             end = self.stops.finish(self.text)
         end = max(end, self.emitted)  # never take back text already shown
-        if getattr(self.stops.guard, "failed", False) and reason != "cancelled":
+        if self.stops.no_valid_end and reason != "cancelled":
             reason = "no_valid_infill"  # the syntax guard found no stop where the file parses
         self.finish_reason = reason
         self.final_end = end

@@ -67,6 +67,11 @@ class StopRules:
             return "time_limit", self.finish(text)
         return None, hold
 
+    @property
+    def no_valid_end(self) -> bool:
+        """The guard (the syntax guard) found no place where the text may end."""
+        return bool(getattr(self.guard, "failed", False))
+
     def fork(self) -> StopRules:
         """A copy for another text that starts as this one (superposed's drafts): its scan
         positions, and a guard of its own where the guard keeps state (the syntax guard's), so
