@@ -19,6 +19,9 @@ import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
+OUTPUT_LIMIT = 64 << 20  # bytes a program may write to any one file, its output included
+TAIL_CHARS = 2000  # of stdout and stderr kept in a result
+
 
 @dataclass
 class SandboxResult:
@@ -100,10 +103,6 @@ def run_python(
         if out_cut or err_cut:  # Python then fails with EFBIG
             err = (err + f"\n[sandbox: output cut at {OUTPUT_LIMIT >> 20} MB]")[-TAIL_CHARS:]
         return SandboxResult(status, proc.returncode, time.perf_counter() - t0, out, err)
-
-
-OUTPUT_LIMIT = 64 << 20  # bytes a program may write to any one file, its output included
-TAIL_CHARS = 2000  # of stdout and stderr kept in a result
 
 
 def _tail(path: str) -> tuple[str, bool]:
