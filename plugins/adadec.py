@@ -19,6 +19,7 @@ the threshold) instead of being decoded a second time. A finished branch stops a
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,9 +64,11 @@ class AdaDecOptions:
             raise ValueError("lam must be > 0 (it scales every score alike)")
         if str(self.threshold) != "auto":
             try:
-                float(self.threshold)
+                finite = math.isfinite(float(self.threshold))
             except ValueError:
-                raise ValueError(f"threshold must be a number or 'auto', got {self.threshold!r}") from None
+                finite = False
+            if not finite:
+                raise ValueError(f"threshold must be a finite number or 'auto', got {self.threshold!r}")
 
 
 class AdaDec(Strategy):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from assistant import hookimpl
 from assistant.decoding import Run, Strategy, option, token_by_token
+from assistant.decoding.request import check_sampling
 
 
 @dataclass
@@ -14,6 +15,9 @@ class SampleOptions:
     top_k: int | None = option(None, "keep the k most likely tokens; 0 keeps all (default: the request's)")
     top_p: float | None = option(None, "nucleus mass to keep (default: the request's)")
     min_p: float | None = option(None, "drop tokens below min_p x the top probability (default: the request's)")
+
+    def __post_init__(self):
+        check_sampling(self.temperature, self.top_k, self.top_p, self.min_p)
 
 
 class Sample(Strategy):

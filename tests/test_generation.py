@@ -92,6 +92,15 @@ def test_unknown_strategy_and_bad_options(service):
         list(service.generate(Request(prompt="x", strategy="sample", options={"temperature": "hot"})))
     with pytest.raises(UserError):
         list(service.generate(Request(prompt="x", max_tokens=-1)))
+    # nan passes every range check written as `x < low`; each way in refuses it
+    with pytest.raises(PluginError, match="finite"):
+        list(service.generate(Request(prompt="x", strategy="sample", options={"top_p": "nan"})))
+    with pytest.raises(PluginError, match="finite"):
+        list(service.generate(Request(prompt="x", strategy="adadec", options={"threshold": "nan"})))
+    with pytest.raises(UserError, match="finite"):
+        list(service.generate(Request(prompt="x", strategy="sample", sampling=Sampling(temperature=float("nan")))))
+    with pytest.raises(PluginError, match="min_p"):  # a strategy's own sampling options obey the request's rules
+        list(service.generate(Request(prompt="x", strategy="sample", options={"min_p": "2"})))
 
 
 def test_zero_max_tokens_and_deadline(service):

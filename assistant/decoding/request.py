@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from ..errors import UserError
 
 
 @dataclass
@@ -15,6 +18,25 @@ class Sampling:
     top_p: float = 0.95
     min_p: float = 0.05
     seed: int | None = None
+
+    def validate(self) -> None:
+        check_sampling(self.temperature, self.top_k, self.top_p, self.min_p)
+        if self.seed is not None and self.seed < 0:
+            raise UserError("seed must be >= 0 (leave it out for a fresh random seed)")
+
+
+def check_sampling(temperature: float | None, top_k: int | None, top_p: float | None, min_p: float | None) -> None:
+    """One set of rules for sampling settings, whether they come with the request or as a
+    strategy's options (None: not given). NaN fails every comparison, so each test is written
+    to fail on it."""
+    if temperature is not None and not (0.0 <= temperature < math.inf):
+        raise UserError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k is not None and top_k < 0:
+        raise UserError(f"top_k must be >= 0 (0 keeps all), got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+    if min_p is not None and not 0.0 <= min_p < 1.0:
+        raise UserError(f"min_p must be in [0, 1), got {min_p}")
 
 
 @dataclass
@@ -59,17 +81,8 @@ class Request:
         return self.suffix is not None
 
     def validate(self) -> None:
-        from ..errors import UserError
-
         if self.max_tokens < 0:
             raise UserError("max_tokens must be >= 0")
-        if self.sampling.temperature < 0:
-            raise UserError("temperature must be >= 0")
-        if not 0.0 < self.sampling.top_p <= 1.0:
-            raise UserError("top_p must be in (0, 1]")
-        if not 0.0 <= self.sampling.min_p < 1.0:
-            raise UserError("min_p must be in [0, 1)")
-        if self.sampling.seed is not None and self.sampling.seed < 0:
-            raise UserError("seed must be >= 0 (leave it out for a fresh random seed)")
+        self.sampling.validate()
         if self.n_indent < 0 or self.t_max_predict_ms < 0:
             raise UserError("n_indent and t_max_predict_ms must be >= 0")

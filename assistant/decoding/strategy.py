@@ -7,13 +7,14 @@ turns user input (CLI `--option key=value`, HTTP JSON) into it with clear errors
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..errors import PluginError
+from ..errors import PluginError, UserError
 from .events import Event
 from .run import Run
 
@@ -60,7 +61,7 @@ class Strategy:
             values[key] = _coerce(value, hints[key], f"{cls.name}.{key}")
         try:
             return cls.Options(**values)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, UserError) as exc:
             raise PluginError(f"bad options for {cls.name!r}: {exc}") from None
 
     @classmethod
@@ -123,7 +124,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if tp in (int, float, str):
             if tp is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
-            return tp(value)
+            converted = tp(value)
+            if tp is float and not math.isfinite(converted):  # nan and inf slip past range checks
+                raise PluginError(f"{where}: expected a finite number, got {value!r}")
+            return converted
     except (TypeError, ValueError):
         raise PluginError(f"{where}: expected {_type_name(tp)}, got {value!r}") from None
     return value
