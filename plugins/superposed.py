@@ -6,7 +6,8 @@ resulting distribution across drafts. Each draft then scores the n_token_sample 
 tokens of that (very sharp, temp 0.06) distribution, geometrically interpolated with its own
 n-gram probabilities, which is what makes the drafts differ:
     s_i(v) = (1 - alpha) * log p(v) + alpha * log q_i(v),   q_i = sum_m w_m P(v | last m tokens)
-(a draft with no n-gram match for any candidate gets (1 - alpha) * log p(v) - penalty). The best
+(a token the draft's n-grams never saw gets (1 - alpha) * log p(v) - penalty: the paper's score
+when no candidate matches, used per token so that a small corpus still leaves k drafts). The best
 k of all (draft, token) pairs become the new drafts; drafts that end go to a finished list.
 Final drafts are ranked by perplexity of their scores (or by true model log-probability with
 `rescore`, one extra batched pass). The n-gram store comes from a corpus you name (default:
@@ -35,7 +36,7 @@ class SuperposedOptions:
     temp: float = option(0.06, "temperature of the shared LM distribution (sharp on purpose)")
     n_token_sample: int = option(9, "tokens of the shared distribution each draft may extend with")
     ngram_weights: str = option("0.01,0.04,0.15,0.18,0.12", "weights of bigram..6-gram probabilities")
-    penalty: float = option(200.0, "score penalty when no candidate has an n-gram match")
+    penalty: float = option(200.0, "score penalty for a candidate with no n-gram match")
     corpus: str = option(
         "", "n-gram corpus: a file or folder, 'stdlib', or '' for the request's git repository (else the stdlib)"
     )
@@ -153,11 +154,11 @@ class Superposed(Strategy):
                 if allowed is not None:
                     ok = np.asarray(allowed)[top]
             q = store.probs(context + d.tokens, top, o.weights)
-            if np.any(q[ok] > 0):
-                with np.errstate(divide="ignore"):
-                    s = (1 - o.alpha) * logp + o.alpha * np.log(q)
-            else:
-                s = (1 - o.alpha) * logp - o.penalty
+            # the paper's geometric mix; a token the n-grams never saw takes the paper's
+            # no-match penalty instead of log 0, so it ranks below every matched one but a small
+            # corpus (few matches) still leaves k drafts rather than one
+            with np.errstate(divide="ignore"):
+                s = np.where(q > 0, (1 - o.alpha) * logp + o.alpha * np.log(q), (1 - o.alpha) * logp - o.penalty)
             s[~ok] = -np.inf
             pairs.extend((d.score + float(sv), i, int(v)) for sv, v in zip(s, top, strict=True) if np.isfinite(sv))
         pairs.sort(key=lambda p: -p[0])

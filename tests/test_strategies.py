@@ -311,6 +311,18 @@ def test_superposed_gives_distinct_drafts(service):
     assert 0.5 * st["decode_seconds"] <= span <= st["seconds"] - st["prompt_seconds"] + 1e-3, st
 
 
+def test_superposed_keeps_k_drafts_on_a_tiny_corpus(service, tmp_path):
+    """A corpus that knows one continuation: the tokens it never saw score with the no-match
+    penalty instead of log 0, so they rank last but still fill the k drafts (they were dropped,
+    and the user asking for 3 drafts got 1)."""
+    (tmp_path / "a.py").write_text("def foo(x):\n    return x + 1\n")
+    req = Request(prompt="def foo(x):", max_tokens=8, strategy="superposed", options={"corpus": str(tmp_path)})
+    done, events = run(service, req)
+    steps = [e for e in events if isinstance(e, Drafts) and not e.final]
+    assert all(len(e.texts) == 3 for e in steps), [e.texts for e in steps]
+    assert len(set(done.texts)) == 3, done.texts
+
+
 def test_superposed_rescore_ranks_by_the_models_log_probability(service, smol):
     """rescore=true (best-of-k by log-probability): the last Drafts event, before the best
     draft's tokens, holds the final drafts, best first, scored by the model's own
