@@ -19,7 +19,7 @@ import typer
 
 from . import bundled
 from .config import Settings, load_settings
-from .errors import EngineError, UserError
+from .errors import EngineError, Interrupted, UserError
 
 app = typer.Typer(
     name="assistant",
@@ -558,8 +558,8 @@ def eval_humaneval(
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
     service = _service(settings, quiet=as_json)
     name = strategy or settings.strategy
-    with _progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:  # run_humaneval checks first
-        summary = run_humaneval(
+    with _say_where_work_is_saved(), _progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:
+        summary = run_humaneval(  # checks the settings before it shows the bar
             service,
             strategy=name,
             options=_parse_options(option),
@@ -728,6 +728,17 @@ def _echo_rerank_check(c: dict) -> None:
     warning = verdict(c)
     if warning:
         typer.echo(f"assistant: note: {warning}", err=True)
+
+
+@contextlib.contextmanager
+def _say_where_work_is_saved():
+    """Ctrl-C in a long job that saves as it goes: say what was kept and how to go on, then
+    exit 130 (typer turns a bare KeyboardInterrupt into a silent exit)."""
+    try:
+        yield
+    except Interrupted as exc:
+        typer.echo(f"assistant: {exc}", err=True)
+        raise typer.Exit(130) from None
 
 
 class _WorkProgress:

@@ -25,5 +25,9 @@ class EngineError(RuntimeError):
     """llama.cpp reported a failure that is not the user's fault."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C that has something to tell the user: what was saved and how to go on."""
+
+
 class Cancelled(Exception):
     """The generation was cancelled (client gone, newer keystroke, Ctrl-C)."""

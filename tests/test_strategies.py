@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
+import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -575,6 +579,27 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     mixed.write_text(out.read_text() + ada.read_text())
     res = run_cli("eval", "compare", str(mixed), str(out))
     assert res.returncode == 2 and "mixes the results of 2 runs" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ctrl_c_in_eval_says_what_was_saved(tmp_path, smol_path):
+    """Ctrl-C during `eval humaneval`: the problems done are kept, the command says where and
+    that running it again resumes (typer used to end it silently, exit 130)."""
+    out = tmp_path / "he.jsonl"
+    args = [sys.executable, "-m", "assistant", "eval", "humaneval", "--model", str(smol_path), "-n", "32"]
+    args += ["--output", str(out)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+    proc = subprocess.Popen([*args, "--limit", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.read_text()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    err = err.decode()
+    saved = len(out.read_text().splitlines())
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert 1 <= saved < 40 and f"{saved} of 40 problems are saved in {out}" in err, (saved, err)
+    again = subprocess.run([*args, "--limit", "1", "--json"], capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and json.loads(again.stdout)["resumed"] == 1, again.stderr
 
 
 def test_results_of_other_code_do_not_resume(tmp_path):

@@ -21,7 +21,7 @@ from ..calibration import file_sha256, humaneval_problems
 from ..code_hash import source_hash, whole_package_files
 from ..config import data_dir
 from ..decoding import Request, Sampling
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..sandbox import run_python
 
 
@@ -139,14 +139,20 @@ def run_humaneval(
     with fh:
         if progress:
             progress(0, len(problems))
-        for i, prob in enumerate(problems):
-            if prob["task_id"] not in done:
-                record = {**_solve(service, prob, strategy, options, seed, max_tokens, timeout), "run": tag}
-                done[prob["task_id"]] = record
-                fh.write(json.dumps(record) + "\n")
-                fh.flush()
-            if progress:
-                progress(i + 1, len(problems))
+        try:
+            for i, prob in enumerate(problems):
+                if prob["task_id"] not in done:
+                    record = {**_solve(service, prob, strategy, options, seed, max_tokens, timeout), "run": tag}
+                    fh.write(json.dumps(record) + "\n")
+                    fh.flush()
+                    done[prob["task_id"]] = record  # counted as saved once it is in the file
+                if progress:
+                    progress(i + 1, len(problems))
+        except KeyboardInterrupt:
+            saved = sum(1 for p in problems if p["task_id"] in done)
+            raise Interrupted(
+                f"interrupted: {saved} of {len(problems)} problems are saved in {out}; the same command resumes there"
+            ) from None
     records = [done[p["task_id"]] for p in problems]
     n = len(records)
     summary = {
