@@ -29,6 +29,7 @@ from assistant import hookimpl
 from assistant.decoding import Pause, Run, Strategy, option
 from assistant.decoding.lookahead import SCHEDULES, Seed, greedy_rollouts, pick_schedule
 from assistant.decoding.steps import top_candidates
+from assistant.errors import ContextOverflow
 
 DEFAULT_THRESHOLD = 1.0  # nats; the published thresholds for 1-8B code models lie in 0.6-1.3
 # Rows a best-first pause spends on candidates that lose, measured on the bench prompts with
@@ -119,6 +120,12 @@ class AdaDec(Strategy):
         finally:
             for seed in carry:
                 seed.fork.release()
+        skipped = run.extra_stats.get("pauses_without_room")
+        if skipped:
+            run.notes.append(
+                f"adadec: {skipped} pause(s) near the end of the context took greedy's token "
+                "(no room for the lookahead); raise --n-ctx to rerank there"
+            )
         yield run.done()
 
     def _decode(self, run: Run, tau: float, carry: list[Seed]):
@@ -148,16 +155,27 @@ class AdaDec(Strategy):
                 seed.fork.release()
                 seed = None
             c0 = run.context.counters.copy()
-            branches, forks = greedy_rollouts(
-                run,
-                cands,
-                [float(lp) for lp in logprobs],
-                o.lookahead,
-                stop_at_line_end=o.mode == "line",
-                seed=seed,
-                schedule=schedule,
-                keep_logits_above=tau,  # reuse needs a distribution again only where it pauses
-            )
+            try:
+                branches, forks = greedy_rollouts(
+                    run,
+                    cands,
+                    [float(lp) for lp in logprobs],
+                    o.lookahead,
+                    stop_at_line_end=o.mode == "line",
+                    seed=seed,
+                    schedule=schedule,
+                    keep_logits_above=tau,  # reuse needs a distribution again only where it pauses
+                )
+            except ContextOverflow:
+                # near the end of the context the branches' cells do not fit: greedy's token,
+                # so the run still ends where greedy's would, not with an error
+                run.extra_stats["pauses_without_room"] = run.extra_stats.get("pauses_without_room", 0) + 1
+                token = ops.argmax(x)
+                yield from run.take(token)
+                if run.finished:
+                    return
+                logits = run.step(token)
+                continue
             try:
                 scores = [o.lam * b.score for b in branches]  # a pruned branch's is a bound below the best
                 best = int(np.argmax(scores))

@@ -299,6 +299,29 @@ def test_split_spread_narrows_with_data_around_a_clear_threshold():
     assert widths[0] < widths[1]
 
 
+def test_adadec_runs_to_the_end_of_the_context(service):
+    """A few cells from the end of the context the lookahead branches do not fit: those steps
+    take greedy's token (and say so) and the run ends at the context's end like greedy's,
+    not with 'no room left in the KV cache'."""
+    n_ctx = service.context().n_ctx
+    lines = [f"v{i} = {i * 7 % 100}" for i in range(2000)]
+    model = service.model()
+    lo, hi = 1, len(lines)  # the most lines whose prompt leaves 12 cells
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(model.tokenize("\n".join(lines[:mid]) + "\n")) <= n_ctx - 12:
+            lo = mid
+        else:
+            hi = mid - 1
+    prompt = "\n".join(lines[:lo]) + "\n"
+    greedy, _ = run(service, Request(prompt=prompt, max_tokens=40))
+    done, events = run(service, Request(prompt=prompt, max_tokens=40, strategy="adadec", options={"threshold": "0"}))
+    assert greedy.finish_reason == done.finish_reason == "length"
+    assert len(done.tokens) == len(greedy.tokens) < 40, (len(done.tokens), len(greedy.tokens))
+    assert done.stats["pauses_without_room"] >= 1 and any("no room for the lookahead" in n for n in done.stats["notes"])
+    assert any(isinstance(e, Pause) for e in events)  # it reranked while there was room
+
+
 def test_superposed_gives_distinct_drafts(service):
     req = Request(
         prompt="def area(r):\n    return", max_tokens=8, strategy="superposed", options={"corpus": SMALL_CORPUS}
