@@ -76,8 +76,14 @@ class Contrastive(Strategy):
                     run.finish("cancelled")
                     break
                 except ContextOverflow:
-                    run.finish("length")
-                    break
+                    # the k candidates' cells do not fit near the end of the context: the most
+                    # likely one, decoded alone, so the run ends where greedy's does
+                    run.extra_stats["steps_without_room"] = run.extra_stats.get("steps_without_room", 0) + 1
+                    yield from run.take(cands[0])
+                    if run.finished or (logits := run.step(cands[0])) is None:
+                        break
+                    history = np.vstack([history, _unit(ctx.hidden_of(seq))])
+                    continue
                 hidden = [_unit(ctx.hidden_of(f)) for f in forks]
                 penalty = [float(np.max(history @ h)) for h in hidden]
                 scores = [(1 - o.alpha) * p - o.alpha * pen for p, pen in zip(probs, penalty, strict=True)]
@@ -91,6 +97,11 @@ class Contrastive(Strategy):
             finally:
                 for f in forks:
                     f.release()
+        if run.extra_stats.get("steps_without_room"):
+            run.notes.append(
+                f"contrastive: {run.extra_stats['steps_without_room']} step(s) near the end of the context took "
+                "the most likely token (no room for the candidates); raise --n-ctx"
+            )
         yield run.done()
 
 
