@@ -211,7 +211,15 @@ class Superposed(Strategy):
     def _true_logprobs(self, run, drafts) -> list[float]:
         """Sum of the model's log-probabilities of each draft after the prompt: the drafts are
         teacher-forced together by `decode_rows`, which reads their rows in place a bounded
-        chunk at a time (a row is 1 MB on Gemma 3's vocabulary; three 384-token drafts)."""
+        chunk at a time (a row is 1 MB on Gemma 3's vocabulary; three 384-token drafts).
+        Near the end of the context their cells do not fit together; one at a time they do
+        (each is no longer than the single sequence that drafted it)."""
+        try:
+            return self._teacher_forced(run, drafts)
+        except ContextOverflow:
+            return [self._teacher_forced(run, [d])[0] for d in drafts]
+
+    def _teacher_forced(self, run, drafts) -> list[float]:
         ctx, ops = run.context, run.ops
         run.seq.truncate(len(run.prompt_tokens) - 1)
         forks = {run.seq.fork(): d for d in drafts}
