@@ -43,7 +43,8 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
         if len(tokens) >= n_ctx:
             size = f"over {len(tokens)}" if cut else f"{len(tokens)}"
             raise ContextOverflow(
-                f"prompt is {size} tokens but the context holds {n_ctx}; raise --n-ctx or shorten the prompt"
+                f"prompt is {size} tokens and the context holds {n_ctx}, which leaves no room to generate; "
+                "raise --n-ctx or shorten the prompt"
             )
         return Prompt(tokens)
     prefix, suffix = request.prompt, request.suffix or ""
