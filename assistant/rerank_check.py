@@ -35,6 +35,7 @@ def check_rerank(
     *,
     k: int = 3,  # the paper's defaults, as adadec's options
     lookahead: int = 5,
+    score_past_end: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Counts at the reference positions where AdaDec would pause (see the module docstring),
@@ -50,7 +51,7 @@ def check_rerank(
                 pause_at.append((start + j, *top_candidates(ops, row, k, lse)))
         for at, cands, logprobs in pause_at:
             target = full[at]
-            won = _lookahead_winner(model, context, ops, seq, full[:at], cands, logprobs, lookahead)
+            won = _lookahead_winner(model, context, ops, seq, full[:at], cands, logprobs, lookahead, score_past_end)
             pauses += 1
             greedy_right += cands[0] == target
             if won != cands[0]:
@@ -73,7 +74,7 @@ def check_rerank(
     }
 
 
-def _lookahead_winner(model, context, ops, seq, prefix, cands, logprobs, lookahead) -> int:
+def _lookahead_winner(model, context, ops, seq, prefix, cands, logprobs, lookahead, score_past_end=False) -> int:
     """The candidate AdaDec keeps after `prefix` (which `seq` holds the cells of, and more)."""
     fork = seq.fork()
     fork.truncate(len(prefix))
@@ -87,7 +88,13 @@ def _lookahead_winner(model, context, ops, seq, prefix, cands, logprobs, lookahe
     )
     try:  # best-first: the winner batch finds, in single rows that round as greedy does
         branches, forks = greedy_rollouts(
-            run, cands, [float(x) for x in logprobs], lookahead, schedule="best-first", keep_logits_above=np.inf
+            run,
+            cands,
+            [float(x) for x in logprobs],
+            lookahead,
+            schedule="best-first",
+            keep_logits_above=np.inf,
+            score_past_end=score_past_end,
         )
         for f in forks:
             if f is not None:

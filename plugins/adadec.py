@@ -13,8 +13,12 @@ cheaper where pauses fall near the end of a line.
 
 Beyond the reference: the winner's lookahead tokens are exactly what greedy decoding would
 produce next, so they are accepted straight from the lookahead (while each step stays below
-the threshold) instead of being decoded a second time. A finished branch stops adding scores
-(the reference keeps adding them, which penalises candidates that end early).
+the threshold) instead of being decoded a second time. A branch that ends the code (starts an
+unindented line) stops adding scores; the reference rolls it on to L tokens and keeps adding
+them, which penalises candidates that end early (`score_past_end=true`). On the bundled Gemma
+3 270M the reference's scoring moved fewer reference tokens away on HumanEval's solutions
+(2,070 right at the pauses against 2,047; greedy 2,122) but passed 2 problems, not 4: it
+chose `result = x + y` and 20 lines of prints over `return x + y`, whose rollout ends early.
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ class AdaDecOptions:
         "fixed", "'fixed': always L tokens (AdaFixL); 'line': stop a branch at the end of its line (AdaDynL)"
     )
     lam: float = option(1.0, "score weight lambda")
+    score_past_end: bool = option(
+        False,
+        "the reference's scoring: a lookahead that starts an unindented line (the code ended) keeps "
+        "rolling to L tokens and adding their log-probabilities, penalising candidates that end early",
+    )
     reuse_lookahead: bool = option(True, "accept the winner's confident lookahead tokens without re-decoding")
     schedule: str = option(
         "auto",
@@ -165,6 +174,7 @@ class AdaDec(Strategy):
                     seed=seed,
                     schedule=schedule,
                     keep_logits_above=tau,  # reuse needs a distribution again only where it pauses
+                    score_past_end=o.score_past_end,
                 )
             except ContextOverflow:
                 # near the end of the context the branches' cells do not fit: greedy's token,

@@ -135,6 +135,43 @@ def test_adadec_best_first_finds_the_batched_winner_with_fewer_rows(service):
     assert all(not p.pruned for p in pauses["batch"])
 
 
+def test_adadec_reference_scoring_rolls_on_past_the_end_of_the_code(service):
+    """score_past_end (the reference's scoring): a branch that starts an unindented line keeps
+    its score's length there but rolls on to L tokens adding log-probabilities, so it scores
+    no better than when it stopped; with the default it stops there."""
+    from assistant.decoding import Run
+    from assistant.decoding.lookahead import greedy_rollouts
+    from assistant.decoding.steps import top_candidates
+
+    model, ctx, ops = service.model(), service.context(), service.ops()
+    prompt = model.tokenize("def one():\n    return 1\n\n\ndef two():\n    return 2\n")
+    seq = ctx.new_sequence()
+    branches = {}
+    try:
+        cands, logprobs = top_candidates(ops, ctx.prefill(seq, prompt), 3)
+        for past in (False, True):
+            req = Request(prompt="-", max_tokens=6)
+            r = Run(request=req, model=model, context=ctx, prompt_tokens=prompt, ops=ops, sequence=seq)
+            branches[past], forks = greedy_rollouts(
+                r, cands, [float(x) for x in logprobs], 5, schedule="batch", score_past_end=past
+            )
+            for f in forks:
+                if f is not None:
+                    f.release()
+    finally:
+        seq.release()
+    ended = [i for i, b in enumerate(branches[False]) if len(b.tokens) < 5 and not model.is_eog(b.tokens[-1])]
+    assert ended, [(model.piece(b.first), b.text) for b in branches[False]]
+    for i in ended:
+        stop, past = branches[False][i], branches[True][i]
+        assert stop.finished and len(past.tokens) == 5 and past.scored_length == len(stop.tokens)
+        assert past.tokens[: len(stop.tokens)] == stop.tokens
+        assert past.score == pytest.approx((past.first_logprob + sum(past.logprobs)) / (past.scored_length + 1))
+        assert past.score <= stop.score
+    for i in set(range(len(cands))) - set(ended):  # branches that did not end score alike
+        assert branches[True][i].score == pytest.approx(branches[False][i].score)
+
+
 def test_adadec_auto_schedule_weighs_measured_prices(service):
     from assistant.decoding.lookahead import cheaper_schedule
 

@@ -30,6 +30,9 @@ class Branch:
     text: str = ""
     max_length: int = 0  # lookahead length L: the rollout stops after this many tokens
     pruned: bool = False  # best-first stopped it early: it could not win
+    # with the reference's scoring, the tokens counted in the score's length once the branch
+    # met its end (an unindented line): the rollout goes on to L tokens, adding log-probs
+    scored_length: int | None = None
 
     @property
     def score_sum(self) -> float:
@@ -43,6 +46,8 @@ class Branch:
     def score(self) -> float:
         """Length-normalised log-probability; while the rollout is unfinished, an upper bound
         (the tokens still to come can only add log-probabilities <= 0 and length up to L)."""
+        if self.scored_length is not None:  # more tokens only add log-probabilities <= 0
+            return self.score_sum / (self.scored_length + 1)
         return self.score_sum / (len(self.tokens) + 1 if self.done else self.max_length + 1)
 
     def add(self, token: int, logprob: float, entropy: float, logits: np.ndarray | None, piece: str) -> None:
@@ -82,6 +87,7 @@ def greedy_rollouts(
     seed: Seed | None = None,
     schedule: str = "batch",
     keep_logits_above: float = -np.inf,
+    score_past_end: bool = False,
 ):
     """Roll each candidate out greedily for `length` tokens, each on its own fork of the main
     sequence; returns (branches, forks) for the caller to adopt or release (a fork is None
@@ -95,6 +101,11 @@ def greedy_rollouts(
     caller that reuses a rollout needs a distribution again only where it will pause, and
     copying 1 MB a row (Gemma 3's 262k vocabulary) is not free.
 
+    `score_past_end` is the AdaDec reference's scoring: a branch that starts an unindented
+    line stops growing its score's length there but rolls on to L tokens, adding their
+    log-probabilities (so candidates that end the code early are penalised). An
+    end-of-generation token still ends a branch.
+
     Schedules, for a caller that keeps the branch with the best length-normalised
     log-probability (`Branch.score`):
     - 'batch': every branch advances in the same decode, one batch per lookahead step.
@@ -106,7 +117,9 @@ def greedy_rollouts(
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    rollouts = _Rollouts(run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed, keep_logits_above)
+    rollouts = _Rollouts(
+        run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed, keep_logits_above, score_past_end
+    )
     try:
         if schedule == "batch":
             rollouts.run_batched()
@@ -165,12 +178,14 @@ def cheaper_schedule(c1: float, ck: float, host: float, k: int, length: int, bes
 class _Rollouts:
     """The branches of one lookahead, their forks (made when first decoded) and constraints."""
 
-    def __init__(self, run: Run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed, keep_above):
+    def __init__(
+        self, run: Run, candidates, logprobs, length, stop_unindented, stop_at_line_end, seed, keep_above, past_end
+    ):
         if seed is not None and (run.constraint is not None or seed.candidate not in candidates):
             raise ValueError("a seed needs an unconstrained run and one of the candidates")
         self.run, self.length = run, length
         self.stop_unindented, self.stop_at_line_end = stop_unindented, stop_at_line_end
-        self.keep_above = keep_above
+        self.keep_above, self.past_end = keep_above, past_end
         self.branches = [Branch(c, lp, max_length=length) for c, lp in zip(candidates, logprobs, strict=True)]
         self.forks: list[Sequence | None] = [None] * len(candidates)
         self.constraints = [run.constraint.fork() if run.constraint is not None else None for _ in candidates]
@@ -189,14 +204,17 @@ class _Rollouts:
                         break
                     piece = model.piece(src.tokens[j]).decode("utf-8", "replace")
                     b.add(src.tokens[j], src.logprobs[j], src.entropies[j], src.logits[j], piece)
-                    b.finished = self._finishes(b)
+                    self._check_end(b)
 
-    def _finishes(self, b: Branch) -> bool:
-        return (
-            self.run.model.is_eog(b.tokens[-1])
-            or (self.stop_unindented and _unindented_line(b.text))
-            or (self.stop_at_line_end and b.text.endswith("\n"))
-        )
+    def _check_end(self, b: Branch) -> None:
+        """After a token: mark the branch finished, or (`past_end`) fix its score's length."""
+        if self.run.model.is_eog(b.tokens[-1]) or (self.stop_at_line_end and b.text.endswith("\n")):
+            b.finished = True  # no more text, or AdaDynL's lookahead length
+        elif b.scored_length is None and self.stop_unindented and _unindented_line(b.text):
+            if self.past_end:
+                b.scored_length = len(b.tokens)
+            else:
+                b.finished = True
 
     def run_batched(self) -> None:
         for step in range(self.length):
@@ -241,7 +259,7 @@ class _Rollouts:
             if entropy >= self.keep_above:  # a masked array is the branch's own; the view dies next decode
                 kept = logits if allowed is not None else np.array(logits, copy=True)
             b.add(tok, float(logits[tok]) - lse, entropy, kept, run.model.piece(tok).decode("utf-8", "replace"))
-            b.finished = self._finishes(b)
+            self._check_end(b)
             if not b.done and con is not None:
                 con.advance(tok)
 
