@@ -127,9 +127,12 @@ def _parse_options(items: list[str] | None) -> dict[str, str]:
     out = {}
     for item in items or []:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
+        key = key.strip()
+        if not sep or not key:
             raise UserError(f"--option expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value
+        if key in out and out[key] != value:  # which one was meant? (a script's default and an override)
+            raise UserError(f"--option {key} given twice: {out[key]!r} and {value!r}")
+        out[key] = value
     return out
 
 

@@ -119,6 +119,8 @@ def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
         (["generate", "x", "--model", "{tmp}/locked.gguf"], "cannot read"),
         (["generate", "x", "--strategy", "nope", "--model", "{smol}"], "unknown strategy"),
         (["generate", "x", "-o", "oops", "--model", "{smol}"], "KEY=VALUE"),
+        (["generate", "x", "-s", "contrastive", "-o", "k=3", "-o", "k=4", "--model", "{smol}"], "k given twice"),
+        (["generate", "x", "-s", "sample", "--temperature", "nan", "--model", "{smol}"], "finite number"),
         (["generate", "x", "-s", "sample", "--seed", "-1", "--model", "{smol}"], "seed must be >= 0"),
         (["generate", "x", "--n-ctx", "100000000", "--model", "{smol}"], "GiB of KV cache and this machine has"),
         (["complete", "{tmp}/missing.py", "--line", "1", "--column", "1"], "file not found"),
