@@ -195,3 +195,27 @@ def test_syntax_guard_on_standard_library_files_broken_elsewhere():
                 counts[f"{'valid' if truth else 'invalid'} {'accepted' if taken else 'refused'}"] += 1
     assert counts["invalid accepted"] == 0, counts
     assert counts["valid accepted"] >= 0.8 * (counts["valid accepted"] + counts["valid refused"]) > 40, counts
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"prefix": "x", "suffix": ""}\n', "missing string field(s) middle"),
+        (b"[1, 2]\n", "expected a JSON object"),
+        (b"not json\n", "not JSON"),
+        (b'{"prefix": "x", "suffix": "", "middle": "y", "test": 5}\n', "'test' must be a string"),
+        (b"\xff\xfe\x00", "not UTF-8"),
+        (b"\n\n", "no cases"),
+    ],
+)
+def test_bad_infill_cases_are_one_clear_error(tmp_path, content, message):
+    from assistant.errors import UserError
+    from assistant.evals.infill import load_cases
+
+    path = tmp_path / "cases.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_cases(path)
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prefix": "x = ", "suffix": "\\n", "middle": "1"}\n')
+    assert load_cases(good)[0]["id"] == "good.jsonl:1"

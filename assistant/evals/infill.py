@@ -65,6 +65,8 @@ def load_cases(path: Path) -> list[dict]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UserError(f"cannot read cases file {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"cases file {path} is not UTF-8 text (byte {exc.start})") from None
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -72,9 +74,13 @@ def load_cases(path: Path) -> list[dict]:
             case = json.loads(line)
         except ValueError as exc:
             raise UserError(f"{path}:{n}: not JSON: {exc}") from None
+        if not isinstance(case, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object with prefix, suffix and middle")
         missing = [k for k in ("prefix", "suffix", "middle") if not isinstance(case.get(k), str)]
         if missing:
             raise UserError(f"{path}:{n}: missing string field(s) {', '.join(missing)}")
+        if not isinstance(case.get("test", ""), str | None):
+            raise UserError(f"{path}:{n}: 'test' must be a string of Python to run after the file")
         case.setdefault("id", f"{Path(path).name}:{n}")
         cases.append(case)
     if not cases:
