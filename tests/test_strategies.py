@@ -650,6 +650,10 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     mixed.write_text(out.read_text() + ada.read_text())
     res = run_cli("eval", "compare", str(mixed), str(out))
     assert res.returncode == 2 and "mixes the results of 2 runs" in res.stderr and "Traceback" not in res.stderr
+    stub = tmp_path / "stub.jsonl"  # lines that are not results (no 'passed') are not counted as results
+    stub.write_text('{"task_id": "HumanEval/0"}\n[1]\n')
+    res = run_cli("eval", "compare", str(stub), str(out))
+    assert res.returncode == 2 and "holds no results" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_ctrl_c_in_eval_says_what_was_saved(tmp_path, smol_path):

@@ -64,8 +64,9 @@ def strategy_of_tag(tag: str) -> str:
 
 
 def read_results(out: Path) -> list[dict]:
-    """A results file's records, in order; a line cut short by an interruption is skipped (so
-    that problem is redone, or left out of a comparison)."""
+    """A results file's records, in order; a line cut short by an interruption, or any line
+    that is not a result (a task id and whether it passed), is skipped (so that problem is
+    redone, or left out of a comparison)."""
     try:
         lines = out.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -76,7 +77,7 @@ def read_results(out: Path) -> list[dict]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and "task_id" in rec:
+        if isinstance(rec, dict) and isinstance(rec.get("task_id"), str) and isinstance(rec.get("passed"), bool):
             records.append(rec)
     return records
 
