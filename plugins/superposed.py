@@ -26,6 +26,7 @@ import numpy as np
 from assistant import hookimpl
 from assistant.decoding import Drafts, Run, Strategy, option
 from assistant.errors import Cancelled, ContextOverflow, PluginError
+from assistant.ngrams import MAX_CONTEXT
 from assistant.ops import numpy_ops
 
 
@@ -45,10 +46,17 @@ class SuperposedOptions:
     def __post_init__(self):
         if self.k < 1 or self.n_token_sample < 1 or self.temp <= 0 or not 0.0 <= self.alpha < 1.0:
             raise ValueError("need k >= 1, n_token_sample >= 1, temp > 0, 0 <= alpha < 1")
+        if not self.penalty >= 0:
+            raise ValueError("penalty must be >= 0 (it ranks unmatched candidates below matched ones)")
         try:
             self.weights = [float(w) for w in str(self.ngram_weights).split(",") if w.strip()]
         except ValueError:
             raise ValueError(f"ngram_weights must be comma-separated numbers: {self.ngram_weights!r}") from None
+        if not 1 <= len(self.weights) <= MAX_CONTEXT or not all(0 <= w < math.inf for w in self.weights):
+            raise ValueError(
+                f"ngram_weights must be 1 to {MAX_CONTEXT} numbers >= 0 (bigram, trigram, ...), "
+                f"got {self.ngram_weights!r}"
+            )
 
 
 @dataclass

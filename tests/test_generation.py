@@ -101,6 +101,9 @@ def test_unknown_strategy_and_bad_options(service):
         list(service.generate(Request(prompt="x", strategy="sample", sampling=Sampling(temperature=float("nan")))))
     with pytest.raises(PluginError, match="min_p"):  # a strategy's own sampling options obey the request's rules
         list(service.generate(Request(prompt="x", strategy="sample", options={"min_p": "2"})))
+    for weights in ("1,2,3,4,5,6,7", "-1,0", "", "nan,1"):  # 7 weights: the last two were silently unused
+        with pytest.raises(PluginError, match="ngram_weights must be 1 to 5"):
+            list(service.generate(Request(prompt="x", strategy="superposed", options={"ngram_weights": weights})))
 
 
 def test_zero_max_tokens_and_deadline(service):
