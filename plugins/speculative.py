@@ -55,6 +55,8 @@ class SpeculativeOptions:
             raise ValueError("need 1 <= min_ngram <= max_ngram and max_draft >= 1")
         if not 0.0 < self.prior_acceptance < 1.0:
             raise ValueError("prior_acceptance must be in (0, 1)")
+        if not self.tie_margin >= 0:
+            raise ValueError("tie_margin must be >= 0 (0 re-decodes no near-tie)")
 
 
 class NgramLookup:
