@@ -58,7 +58,7 @@ class Contrastive(Strategy):
             yield run.done()
             return
         seq = run.seq
-        window = min(o.window, len(run.prompt_tokens))
+        window = min(o.window, len(run.prompt_tokens), ctx.n_batch)  # one decode: its hidden states are read
         ctx.weigh_padding(window, o.k, progress=run.progress)  # timed once a week: not silently
         seq.truncate(len(run.prompt_tokens) - window)
         rows = ctx.decode({seq: run.prompt_tokens[-window:]}, all_logits=True)[seq]

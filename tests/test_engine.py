@@ -382,3 +382,27 @@ def test_long_all_logits_batches_are_neither_timed_nor_padded(smol, tmp_path):
     ctx.decode({ctx.new_sequence(): tokens[:3]}, all_logits=True)  # a short batch still weighs padding
     assert {3, 4} <= set(book.load(ctx._price_key))
     ctx.close()
+
+
+def test_a_small_context_sizes_its_batches_by_what_llama_cpp_took(smol):
+    """llama.cpp lowers n_batch to a small n_ctx (16 here; it still pads the cache to 256
+    cells): a decode bigger than what it took aborted the process (GGML_ASSERT in
+    `calibrate --n-ctx 64`, contrastive with `--n-ctx 16`)."""
+    from assistant.config import Settings
+    from assistant.decoding import Request
+    from assistant.service import Service
+
+    ctx = Context(smol, n_ctx=16, n_seq_max=2)
+    try:
+        assert ctx.n_batch <= 16
+        seq = ctx.new_sequence()
+        tokens = smol.tokenize("x = 1\n" * 40)[: ctx.n_ctx - 1]
+        assert len(tokens) > ctx.n_batch or ctx.n_ctx <= ctx.n_batch + 1
+        assert ctx.prefill(seq, tokens).shape == (smol.n_vocab,)
+        seq.release()
+    finally:
+        ctx.close()
+    service = Service(Settings(completion_model=str(smol.path), n_ctx=16))
+    prompt = "def add(a, b):\n    # add two numbers and return the result as an integer value"
+    done = service.run(Request(prompt=prompt, max_tokens=6, strategy="contrastive"))  # a 64-row window before
+    assert done.finish_reason == "length" and len(done.tokens) == 6

@@ -194,6 +194,9 @@ class Context:
                 f"memory for its KV cache{trained}): lower --n-ctx"
             )
         self.n_ctx = int(llama_cpp.llama_n_ctx(self._ptr))
+        # llama.cpp lowers n_batch (and n_ubatch) to n_ctx for causal models; a bigger batch
+        # than it took aborts the process (GGML_ASSERT), so every chunk is sized by its figures
+        n_batch = min(n_batch, int(llama_cpp.llama_n_batch(self._ptr)), int(llama_cpp.llama_n_ubatch(self._ptr)))
         self.n_batch = n_batch
         self.n_seq_max = n_seq_max
         self.threads = threads
