@@ -68,7 +68,7 @@ class Contrastive(Strategy):
             x = run.constrain(logits)
             cands, logprobs = top_candidates(ops, x, o.k)
             probs = np.exp(logprobs)
-            forks = [seq.fork() for _ in cands]
+            forks = seq.forks(len(cands))
             try:
                 try:
                     out = ctx.decode({f: [c] for f, c in zip(forks, cands, strict=True)})

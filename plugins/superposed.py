@@ -230,7 +230,7 @@ class Superposed(Strategy):
     def _teacher_forced(self, run, drafts) -> list[float]:
         ctx, ops = run.context, run.ops
         run.seq.truncate(len(run.prompt_tokens) - 1)
-        forks = {run.seq.fork(): d for d in drafts}
+        forks = dict(zip(run.seq.forks(len(drafts)), drafts, strict=True))
         scores = dict.fromkeys(forks, 0.0)
         work = {f: [run.prompt_tokens[-1], *d.tokens[:-1]] for f, d in forks.items()}
         try:

@@ -7,6 +7,7 @@ import signal
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from assistant.engine import Context, Model, PriceBook, baselines
 from assistant.errors import Cancelled, ContextOverflow
@@ -406,3 +407,25 @@ def test_a_small_context_sizes_its_batches_by_what_llama_cpp_took(smol):
     prompt = "def add(a, b):\n    # add two numbers and return the result as an integer value"
     done = service.run(Request(prompt=prompt, max_tokens=6, strategy="contrastive"))  # a 64-row window before
     assert done.finish_reason == "length" and len(done.tokens) == 6
+
+
+def test_too_few_or_too_many_sequences_are_user_errors(smol):
+    """k branches need k sequences: running short says which setting to raise (it was an
+    EngineError naming no way to raise it); llama.cpp's own limit is said before it refuses
+    the context (its failure read as too little memory)."""
+    from assistant.config import Settings
+    from assistant.decoding import Request
+    from assistant.errors import UserError
+    from assistant.service import Service
+
+    with pytest.raises(UserError, match="n_seq_max must be 1 to 255"):
+        Context(smol, n_ctx=256, n_seq_max=256)
+    service = Service(Settings(completion_model=str(smol.path), n_ctx=256, n_seq_max=3))
+    for strategy in ("contrastive", "superposed", "adadec"):  # the main sequence and 3 more
+        options = {"k": "3", "threshold": "0", "schedule": "batch"} if strategy == "adadec" else {"k": "3"}
+        if strategy == "superposed":
+            options.update(rescore="true", corpus=str(ROOT / "assistant"))
+        with pytest.raises(UserError, match="ASSISTANT_N_SEQ_MAX=6, or lower k"):
+            service.run(Request(prompt="x = ", max_tokens=2, strategy=strategy, options=options))
+    # the sequences forked before the one that failed were given back: k=2 fits in 3
+    assert service.run(Request(prompt="x = ", max_tokens=2, strategy="contrastive", options={"k": "2"})).tokens

@@ -108,7 +108,7 @@ def _batched_rate(service: Service, k: int, steps: int) -> dict:
     try:
         logits = ctx.prefill(root, model.bos_tokens() + model.tokenize(BENCH_PROMPT))
         first = int(logits.argmax())
-        seqs = [root.fork() for _ in range(k)]
+        seqs = root.forks(k)
         nxt = {s: first for s in seqs}
         t0 = time.perf_counter()
         for _ in range(steps):

@@ -28,6 +28,7 @@ from .prices import PriceBook, machine_id
 
 DEFAULT_N_CTX = 4096
 PAD_MAX_ROWS = 16  # longer all-logits batches are never padded (see `_pads`)
+LLAMA_MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: it refuses a context with more sequences
 # `decode_rows` decodes at most this many bytes of logits at a time: llama.cpp keeps a batch's
 # output rows twice (graph output and logits buffer), and 512 rows of Gemma 3's 262k vocabulary
 # are 0.5 GB each time; teacher forcing costs the same per row in chunks of 64 rows.
@@ -97,6 +98,19 @@ class Sequence:
             llama_cpp.llama_memory_seq_cp(self.ctx._mem, self.id, child.id, -1, -1)
         child.tokens = list(self.tokens)
         return child
+
+    def forks(self, n: int) -> list[Sequence]:
+        """n forks, or none: those made are given back when one cannot be (no ids left), so a
+        refused run does not leave a long-lived context short of sequences."""
+        made: list[Sequence] = []
+        try:
+            for _ in range(n):
+                made.append(self.fork())
+        except BaseException:
+            for f in made:
+                f.release()
+            raise
+        return made
 
     def adopt(self, other: Sequence) -> None:
         """Hold exactly `other`'s tokens: cells past the common prefix are dropped and
@@ -174,6 +188,8 @@ class Context:
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX))
         _check_kv_fits(model, params.n_ctx)
+        if not 1 <= n_seq_max < LLAMA_MAX_SEQ:  # one more is kept for padding and timing
+            raise UserError(f"n_seq_max must be 1 to {LLAMA_MAX_SEQ - 1} (llama.cpp's limit), got {n_seq_max}")
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq_max + 1  # one more, private: the scratch sequence (padding, timing)
@@ -228,7 +244,11 @@ class Context:
     # -- sequences --------------------------------------------------------------------------
     def new_sequence(self) -> Sequence:
         if not self._free_ids:
-            raise EngineError(f"all {self.n_seq_max} sequences are in use (raise n_seq_max)")
+            raise UserError(
+                f"this run needs more than the context's {self.n_seq_max} sequences (a strategy's k "
+                f"branches, drafts or candidates each take one): raise n_seq_max in the config file "
+                f"or with ASSISTANT_N_SEQ_MAX={2 * self.n_seq_max}, or lower k"
+            )
         return Sequence(self, self._free_ids.pop())
 
     def _release(self, seq_id: int) -> None:
