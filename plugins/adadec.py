@@ -215,7 +215,7 @@ class AdaDec(Strategy):
                     if win.entropies[j] >= tau:  # the next pause: its distribution is known,
                         logits = win.logits[j]  # and so is its greedy candidate's rollout
                         known = (float(logits[tok]) - win.logprobs[j], win.entropies[j])
-                        if run.constraint is None:
+                        if run.constraint is None and run.context.free_sequences:  # a saving, not a need
                             carry.append(Seed(run.seq.fork(), win, j))
                         break
                     yield from run.take(tok)

@@ -429,3 +429,8 @@ def test_too_few_or_too_many_sequences_are_user_errors(smol):
             service.run(Request(prompt="x = ", max_tokens=2, strategy=strategy, options=options))
     # the sequences forked before the one that failed were given back: k=2 fits in 3
     assert service.run(Request(prompt="x = ", max_tokens=2, strategy="contrastive", options={"k": "2"})).tokens
+    # adadec carries the winner's rollout into the next pause on one more sequence only if one is free
+    options = {"k": "2", "threshold": "0", "schedule": "batch"}
+    done = service.run(Request(prompt="x = ", max_tokens=12, strategy="adadec", options=options))
+    assert len(done.tokens) == 12 and done.stats["pauses"] >= 1
+    assert service.context().free_sequences == 2  # all but the service's main sequence
