@@ -19,6 +19,7 @@ import contextlib
 import gzip
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,7 +55,7 @@ def file_sha256(path: Path) -> str:
     key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
     cache_file = data_dir() / HASHES
     cache = _read_json(cache_file)
-    if key in cache:
+    if isinstance(cache.get(key), str):
         return cache[key]
     h = hashlib.sha256()
     with path.open("rb") as fh:
@@ -67,8 +68,24 @@ def file_sha256(path: Path) -> str:
 
 
 def load_calibration(model_path: Path) -> dict | None:
-    """What `calibrate` stored for this GGUF (threshold, fit, rerank check), if anything."""
-    return _read_json(data_dir() / STORE).get(file_sha256(model_path))
+    """What `calibrate` stored for this GGUF (threshold, fit, rerank check), if anything
+    usable: an entry without a finite threshold is none (a hand-edited or damaged store must
+    not stop adadec), and a rerank check without its counts is left out."""
+    entry = _read_json(data_dir() / STORE).get(file_sha256(model_path))
+    if not isinstance(entry, dict) or not _finite(entry.get("threshold")):
+        return None
+    check = entry.get("rerank")
+    if check is not None and not (
+        isinstance(check, dict)
+        and all(isinstance(check.get(k), int) for k in ("changed", "changed_to_reference", "changed_from_reference"))
+        and _finite(check.get("p"))
+    ):
+        entry = {k: v for k, v in entry.items() if k != "rerank"}
+    return entry
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def save_threshold(model_path: Path, result: dict) -> None:
@@ -82,10 +99,12 @@ def save_threshold(model_path: Path, result: dict) -> None:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object from a store file; {} when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _write_json(path: Path, obj: dict) -> None:

@@ -183,6 +183,28 @@ def test_adadec_auto_schedule_weighs_measured_prices(service):
     assert done.stats["adadec_schedule"] in ("batch", "best-first")
 
 
+def test_a_damaged_calibration_store_is_no_calibration(isolated_env, smol_path):
+    """A hand-edited or damaged store (not an object, an entry not an object, a threshold that
+    is not a finite number, a rerank check without its counts) crashed every adadec run with
+    a traceback; it is read as no calibration (or no check) and the default is said."""
+    from assistant.calibration import STORE, file_sha256, load_calibration
+
+    svc = Service(Settings(completion_model=str(smol_path), n_ctx=1024))
+    store = isolated_env / "data" / STORE
+    store.parent.mkdir(parents=True, exist_ok=True)
+    key = file_sha256(smol_path)
+    nan = json.dumps({key: {"threshold": float("nan")}})  # Python writes (and reads) NaN
+    for text in ("[1, 2]", "{bad", json.dumps({key: 5}), json.dumps({key: {"threshold": "abc"}}), nan):
+        store.write_text(text)
+        assert load_calibration(smol_path) is None, text
+        done, _ = run(svc, Request(prompt="x = ", max_tokens=2, strategy="adadec"))
+        assert done.stats["threshold_source"] == "default", text
+    store.write_text(json.dumps({key: {"threshold": 0.7, "rerank": {"changed": "x"}}}))
+    assert load_calibration(smol_path) == {"threshold": 0.7}
+    done, _ = run(svc, Request(prompt="x = ", max_tokens=2, strategy="adadec"))
+    assert done.stats["threshold_source"] == "calibrated" and done.stats["adadec_threshold"] == 0.7
+
+
 def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     svc = Service(Settings(completion_model=str(smol_path), n_ctx=1024))
     req = Request(prompt="x = ", max_tokens=3, strategy="adadec")
