@@ -204,12 +204,12 @@ class AdaDec(Strategy):
                 yield from run.take(win.first)
                 if run.finished:
                     return
-                if not o.reuse_lookahead:
-                    logits = run.step(win.first)
+                if not o.reuse_lookahead or forks[best] is None:  # None: an end-of-generation winner,
+                    logits = run.step(win.first)  # never rolled out, that the run goes past (ignore_eos)
                     continue
                 # the winner's fork holds first + tokens[:-1]: take its cells and accept its
                 # tokens while each came from a confident (below-threshold) distribution
-                run.seq.adopt(forks[best])  # not None: the winner, unless EOG, was decoded
+                run.seq.adopt(forks[best])  # the winner's rollout
                 logits = None
                 for j, tok in enumerate(win.tokens):
                     if win.entropies[j] >= tau:  # the next pause: its distribution is known,

@@ -172,6 +172,23 @@ def test_adadec_reference_scoring_rolls_on_past_the_end_of_the_code(service):
         assert branches[True][i].score == pytest.approx(branches[False][i].score)
 
 
+def test_adadec_goes_past_an_end_of_generation_winner(isolated_env):
+    """With ignore_eos (the benches), a pause whose winner is an end-of-generation token (never
+    rolled out: its branch ends at once) crashed adopting its missing fork; the run now
+    decodes the token and goes on. The bundled Gemma ends this file there (found at token 48
+    of a 200-token bench run)."""
+    gemma = Service(Settings(n_ctx=1024))
+    prompt = (
+        "import json\n\n\ndef load_users(path):\n    with open(path) as f:\n        data = json.load(f)\n"
+        '    return data\n\n\nif __name__ == "__main__":\n    data = load_users()\n    print(data)\n'
+    )
+    req = Request(prompt=prompt, max_tokens=4, ignore_eos=True, strategy="adadec", options={"threshold": "0"})
+    done, events = run(gemma, req)
+    first = next(e for e in events if isinstance(e, Pause))
+    assert gemma.model().is_eog(done.tokens[0]) and first.chosen == 0, first.candidates
+    assert len(done.tokens) == 4 and done.finish_reason == "length"
+
+
 def test_adadec_auto_schedule_weighs_measured_prices(service):
     from assistant.decoding.lookahead import cheaper_schedule
 
