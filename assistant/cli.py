@@ -612,6 +612,9 @@ def eval_compare(
     typer.echo(f"exact McNemar p = {p:.4g}: the difference is {verdict}")
     if c["seconds_a_vs_b"] is not None:
         typer.echo(f"A took {c['seconds_a_vs_b']:.3g}x B's generation time")
+    if c["ms_per_token_a_vs_b"] is not None:
+        a_ms, b_ms = c["a"]["ms_per_token"], c["b"]["ms_per_token"]
+        typer.echo(f"per token generated: A {a_ms:.2f} ms, B {b_ms:.2f} ms ({c['ms_per_token_a_vs_b']:.3g}x)")
 
 
 @eval_app.command("infill")

@@ -682,6 +682,10 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     assert c["b"]["passed"] == sum(r["passed"] for r in lines)
     assert c["a"]["tokens"] == sum(r["tokens"] for r in ada_lines) and c["b"]["seconds"] > 0
     assert c["seconds_a_vs_b"] == pytest.approx(c["a"]["seconds"] / c["b"]["seconds"], rel=1e-2)
+    for key, recs in (("a", ada_lines), ("b", lines)):  # generation time (less set-up and prompt) per token
+        gen = sum(r["seconds"] - r["stats"]["setup_seconds"] - r["stats"]["prompt_seconds"] for r in recs)
+        assert c[key]["ms_per_token"] == pytest.approx(1000 * gen / sum(r["tokens"] for r in recs), rel=1e-2)
+    assert c["ms_per_token_a_vs_b"] == pytest.approx(c["a"]["ms_per_token"] / c["b"]["ms_per_token"], rel=1e-2)
     assert c["both"] + c["neither"] + len(c["only_a"]) + len(c["only_b"]) == 2 and 0 < c["mcnemar_p"] <= 1
     same = json.loads(run_cli("eval", "compare", str(out), str(out), "--json").stdout)
     assert same["identical_completions"] == 2 and same["mcnemar_p"] == 1.0 and not same["only_a"] + same["only_b"]

@@ -25,6 +25,16 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     return min(1.0, 2 * tail)
 
 
+def _ms_per_token(records: list[dict]) -> float | None:
+    """Generation time (a run's seconds less its set-up and prompt) per token generated."""
+    tokens = sum(r.get("tokens", 0) for r in records)
+    seconds = 0.0
+    for r in records:
+        st = r.get("stats") or {}
+        seconds += r.get("seconds", 0.0) - st.get("setup_seconds", 0.0) - st.get("prompt_seconds", 0.0)
+    return round(1000 * seconds / tokens, 3) if tokens and seconds > 0 else None
+
+
 def _describe(path: Path, records: list[dict]) -> dict:
     runs = {r.get("run") for r in records} - {None}
     if len(runs) > 1:
@@ -59,6 +69,7 @@ def compare_results(a: Path, b: Path) -> dict:
             "pass@1": round(passed / len(common), 4),
             "tokens": sum(results[t].get("tokens", 0) for t in common),  # what the passes cost
             "seconds": round(sum(results[t].get("seconds", 0.0) for t in common), 2),
+            "ms_per_token": _ms_per_token([results[t] for t in common]),
         }
     summary.update(
         only_a=only_a,
@@ -69,5 +80,11 @@ def compare_results(a: Path, b: Path) -> dict:
         unpaired=len(ra) + len(rb) - 2 * len(common),
         mcnemar_p=round(mcnemar_exact_p(len(only_a), len(only_b)), 4),
         seconds_a_vs_b=round(summary["a"]["seconds"] / summary["b"]["seconds"], 3) if summary["b"]["seconds"] else None,
+        # the strategies' cost per token written: runs that end at different lengths compare fairly
+        ms_per_token_a_vs_b=(
+            round(summary["a"]["ms_per_token"] / summary["b"]["ms_per_token"], 3)
+            if summary["a"]["ms_per_token"] and summary["b"]["ms_per_token"]
+            else None
+        ),
     )
     return summary
