@@ -144,48 +144,43 @@ class AdaDec(Strategy):
         logits = run.start()
         while logits is not None:
             x = run.constrain(logits)
-            if known is None and not ops.entropy_at_least(x, tau):  # confident: greedy (mostly no full exp pass)
+            rollouts = None
+            if known is not None or ops.entropy_at_least(x, tau):  # (mostly no full exp pass when confident)
+                # pause: rerank the top-k candidates by a greedy lookahead of each
+                lse, entropy = known if known is not None else ops.logsumexp_entropy(x)
+                known = None
+                cands, logprobs = top_candidates(ops, x, o.k, lse)
+                if schedule is None:  # after the last read of x: timing decodes reuse the logits buffer
+                    schedule = run.extra_stats["adadec_schedule"] = self.resolve_schedule(run)
+                    if schedule == "batch":  # its k-row batches may be padded: price them where it shows
+                        run.context.weigh_padding(o.k, progress=run.progress)
+                seed = carry.pop() if carry else None
+                if seed is not None and seed.candidate not in cands:
+                    seed.fork.release()
+                    seed = None
+                c0 = run.context.counters.copy()
+                try:
+                    rollouts = greedy_rollouts(
+                        run,
+                        cands,
+                        [float(lp) for lp in logprobs],
+                        o.lookahead,
+                        stop_at_line_end=o.mode == "line",
+                        seed=seed,
+                        schedule=schedule,
+                        keep_logits_above=tau,  # reuse needs a distribution again only where it pauses
+                        score_past_end=o.score_past_end,
+                    )
+                except ContextOverflow:  # near the end of the context the branches' cells do not fit
+                    run.extra_stats["pauses_without_room"] = run.extra_stats.get("pauses_without_room", 0) + 1
+            if rollouts is None:  # confident, or no room to look ahead: greedy's token, as greedy ends
                 token = ops.argmax(x)
                 yield from run.take(token)
                 if run.finished:
                     return
                 logits = run.step(token)
                 continue
-            # pause: rerank the top-k candidates by a greedy lookahead of each
-            lse, entropy = known if known is not None else ops.logsumexp_entropy(x)
-            known = None
-            cands, logprobs = top_candidates(ops, x, o.k, lse)
-            if schedule is None:  # after the last read of x: timing decodes reuse the logits buffer
-                schedule = run.extra_stats["adadec_schedule"] = self.resolve_schedule(run)
-                if schedule == "batch":  # its k-row batches may be padded: price them where it shows
-                    run.context.weigh_padding(o.k, progress=run.progress)
-            seed = carry.pop() if carry else None
-            if seed is not None and seed.candidate not in cands:
-                seed.fork.release()
-                seed = None
-            c0 = run.context.counters.copy()
-            try:
-                branches, forks = greedy_rollouts(
-                    run,
-                    cands,
-                    [float(lp) for lp in logprobs],
-                    o.lookahead,
-                    stop_at_line_end=o.mode == "line",
-                    seed=seed,
-                    schedule=schedule,
-                    keep_logits_above=tau,  # reuse needs a distribution again only where it pauses
-                    score_past_end=o.score_past_end,
-                )
-            except ContextOverflow:
-                # near the end of the context the branches' cells do not fit: greedy's token,
-                # so the run still ends where greedy's would, not with an error
-                run.extra_stats["pauses_without_room"] = run.extra_stats.get("pauses_without_room", 0) + 1
-                token = ops.argmax(x)
-                yield from run.take(token)
-                if run.finished:
-                    return
-                logits = run.step(token)
-                continue
+            branches, forks = rollouts
             try:
                 scores = [o.lam * b.score for b in branches]  # a pruned branch's is a bound below the best
                 best = int(np.argmax(scores))
