@@ -153,7 +153,7 @@ class SyntaxGuard:
         self.keep_newline = not suffix.startswith("\n")
         self._checked = 0  # line boundaries before this index were already tried
         self.failed = False
-        self.checks = self.whole_checks = 0
+        self.checks = 0
         parser = _parser(self.language)
         self.file = None if parser is None else FileTree(parser, prefix, suffix)
         span = None if self.file is None else top_level_span(self.file)
@@ -166,6 +166,11 @@ class SyntaxGuard:
         self._checked = 0
         self.failed = False
 
+    @property
+    def whole_checks(self) -> int:
+        """Middles checked against the whole file (all of them, unless it is broken elsewhere)."""
+        return self.checks if self.check_whole else 0
+
     def fork(self) -> SyntaxGuard:
         """The same guard for another text that starts as this one's (the file tree is shared)."""
         return copy.copy(self)
@@ -176,7 +181,6 @@ class SyntaxGuard:
         self.checks += 1
         if not self.check_whole:
             return parses(self.around[0] + middle + self.around[1], self.language)
-        self.whole_checks += 1
         if self.file is None:
             return parses(self.prefix + middle + self.suffix, self.language)
         if self.file.has_error_with(middle):  # tree-sitter first: cheap, and most middles fail
