@@ -30,7 +30,7 @@ from .code_hash import code_hash
 from .config import data_dir
 from .engine import common_prefix
 from .errors import UserError
-from .files import write_text_atomically
+from .files import read_json_object, write_text_atomically
 
 STORE = "adadec_thresholds.json"
 HASHES = "gguf_hashes.json"
@@ -54,7 +54,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
     cache_file = data_dir() / HASHES
-    cache = _read_json(cache_file)
+    cache = read_json_object(cache_file)
     if isinstance(cache.get(key), str):
         return cache[key]
     h = hashlib.sha256()
@@ -71,7 +71,7 @@ def load_calibration(model_path: Path) -> dict | None:
     """What `calibrate` stored for this GGUF (threshold, fit, rerank check), if anything
     usable: an entry without a finite threshold is none (a hand-edited or damaged store must
     not stop adadec), and a rerank check without its counts is left out."""
-    entry = _read_json(data_dir() / STORE).get(file_sha256(model_path))
+    entry = read_json_object(data_dir() / STORE).get(file_sha256(model_path))
     if not isinstance(entry, dict) or not _finite(entry.get("threshold")):
         return None
     check = entry.get("rerank")
@@ -90,21 +90,12 @@ def _finite(x) -> bool:
 
 def save_threshold(model_path: Path, result: dict) -> None:
     store_file = data_dir() / STORE
-    store = _read_json(store_file)
+    store = read_json_object(store_file)
     store[file_sha256(model_path)] = {**result, "model_path": str(model_path), "saved": time.time()}
     try:
         _write_json(store_file, store)
     except OSError as exc:
         raise UserError(f"cannot save the threshold to {store_file}: {exc.strerror or exc}") from None
-
-
-def _read_json(path: Path) -> dict:
-    """A JSON object from a store file; {} when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _write_json(path: Path, obj: dict) -> None:

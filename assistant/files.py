@@ -1,8 +1,9 @@
-"""Writing cache and store files so that a reader never sees half of one."""
+"""Writing cache and store files so that a reader never sees half of one, and reading them back."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -39,3 +40,13 @@ def write_text_atomically(path: Path, text: str) -> None:
     """`write_atomically` for a text file (UTF-8)."""
     with replacing(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_json_object(path: Path) -> dict:
+    """A JSON object from a cache or store file; {} when it is missing, unreadable, not JSON
+    or not an object (a damaged or hand-edited file costs what it held, not a traceback)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

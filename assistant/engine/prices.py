@@ -17,7 +17,7 @@ import platform
 import time
 from pathlib import Path
 
-from ..files import write_text_atomically
+from ..files import read_json_object, write_text_atomically
 
 MAX_AGE_S = 7 * 24 * 3600
 MAX_KEYS = 64  # the oldest keys go first: one per model, thread count and offload in use
@@ -44,16 +44,9 @@ class PriceBook:
         self.path = Path(path)
         self.max_age_s = max_age_s
 
-    def _read(self) -> dict:
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
     def load(self, key: str) -> dict[int, float]:
         """The fresh prices stored under `key` (rows -> seconds); {} when none are."""
-        entry = self._read().get(key)
+        entry = read_json_object(self.path).get(key)
         if not isinstance(entry, dict):
             return {}
         now = time.time()
@@ -70,7 +63,7 @@ class PriceBook:
 
     def save(self, key: str, rows: int, seconds: float) -> None:
         """Store one price (best effort: a read-only cache directory only costs re-measuring)."""
-        data = self._read()
+        data = read_json_object(self.path)
         entry = data.pop(key, None)
         if not isinstance(entry, dict) or not isinstance(entry.get("rows"), dict):
             entry = {"rows": {}}
