@@ -71,7 +71,7 @@ class Draft:
 
     def extend(self, run: Run, token: int, score: float) -> Draft:
         child = Draft(self.tokens + [token], score, self.raw + run.model.piece(token))
-        child.stops = self.stops.fork() if self.stops is not None else None
+        child.stops = self.stops.fork()  # every draft has its rules: the root's are the run's fork
         if self.constraint is not None:
             child.constraint = self.constraint.fork()
             child.constraint.advance(token)
