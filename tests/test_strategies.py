@@ -813,6 +813,7 @@ def test_bench_strategies_json(smol_path):
     he = ada["humaneval_prompts"]
     assert he["prompts"] == 8 and he["time_vs_greedy"] > 0 and 0 <= he["pause_rate"] <= 1
     assert he["forward_passes"] >= he["greedy_forward_passes"] >= 8 * 4  # a pass per greedy token at least
+    assert he["prompt_reuse"] > 0.9  # every timed run starts from the cached prompt
     assert obj["grammar-infill_infill"]["time_vs_greedy_infill"] > 0
     grammar = obj["grammar"]
     assert grammar["tokens"] > 0 and grammar["mask_apply_ms"] > 0 and grammar["overhead_vs_step"] > 0
