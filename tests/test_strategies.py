@@ -694,7 +694,12 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     res = run_cli("eval", "compare", str(mixed), str(out))
     assert res.returncode == 2 and "mixes the results of 2 runs" in res.stderr and "Traceback" not in res.stderr
     stub = tmp_path / "stub.jsonl"  # lines that are not results (no 'passed') are not counted as results
-    stub.write_text('{"task_id": "HumanEval/0"}\n[1]\n')
+    stub.write_text(
+        '{"task_id": "HumanEval/0"}\n[1]\n'
+        '{"task_id": "HumanEval/0", "passed": true, "tokens": "x", "seconds": 1}\n'
+        '{"task_id": "HumanEval/0", "passed": true, "tokens": 3, "seconds": 1, "stats": {"prompt_seconds": "z"}}\n'
+        '{"task_id": "HumanEval/0", "passed": true, "tokens": 3, "seconds": null}\n'
+    )
     res = run_cli("eval", "compare", str(stub), str(out))
     assert res.returncode == 2 and "holds no results" in res.stderr and "Traceback" not in res.stderr
 

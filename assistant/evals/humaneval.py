@@ -13,6 +13,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -63,10 +64,28 @@ def strategy_of_tag(tag: str) -> str:
     return strategy or tag
 
 
+def _is_result(rec) -> bool:
+    """A record this runner writes: a task id, whether it passed, the tokens and seconds it
+    cost and the run's stats (the summaries and `eval compare` add these up)."""
+
+    def number(x) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+
+    return (
+        isinstance(rec, dict)
+        and isinstance(rec.get("task_id"), str)
+        and isinstance(rec.get("passed"), bool)
+        and number(rec.get("tokens"))
+        and number(rec.get("seconds"))
+        and isinstance(rec.get("stats", {}), dict)
+        and all(number(v) for k, v in rec.get("stats", {}).items() if k.endswith("_seconds"))
+    )
+
+
 def read_results(out: Path) -> list[dict]:
     """A results file's records, in order; a line cut short by an interruption, or any line
-    that is not a result (a task id and whether it passed), is skipped (so that problem is
-    redone, or left out of a comparison)."""
+    that is not a result (see `_is_result`: a hand-edited or foreign line), is skipped (so that
+    problem is redone, or left out of a comparison)."""
     try:
         lines = out.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -77,7 +96,7 @@ def read_results(out: Path) -> list[dict]:
             rec = json.loads(line)
         except ValueError:
             continue
-        if isinstance(rec, dict) and isinstance(rec.get("task_id"), str) and isinstance(rec.get("passed"), bool):
+        if _is_result(rec):
             records.append(rec)
     return records
 
