@@ -111,6 +111,8 @@ def corpus_files(spec: str | None, workspace: str | Path | None = None) -> list[
         if files:
             return files
         raise UserError(f"no source files under {p}")
+    if p.exists():
+        raise UserError(f"corpus must be a file or a folder of source files: {p}")
     raise UserError(f"corpus not found: {p}")
 
 

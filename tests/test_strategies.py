@@ -648,6 +648,20 @@ def test_default_corpus_is_the_whole_git_repository_of_the_workspace(tmp_path):
     assert corpus_files(None, plain) == stdlib
 
 
+def test_a_corpus_the_user_names_must_hold_source_files(tmp_path):
+    from assistant.errors import UserError
+    from assistant.ngrams import corpus_files
+
+    (tmp_path / "empty").mkdir()
+    for spec, message in (
+        (tmp_path / "nope", "corpus not found"),
+        (tmp_path / "empty", "no source files under"),
+        ("/dev/null", "corpus must be a file or a folder"),
+    ):
+        with pytest.raises(UserError, match=message):
+            corpus_files(str(spec), None)
+
+
 def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     out = tmp_path / "new folder" / "he.jsonl"  # a folder that does not exist yet
     args = ["eval", "humaneval", "--model", str(smol_path), "--limit", "2", "-n", "48", "--output", str(out), "--json"]
