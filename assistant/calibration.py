@@ -220,8 +220,16 @@ def _logistic_fit(x: np.ndarray, y: np.ndarray, iters: int = 50) -> tuple[float,
     return float(w[0]), float(w[1])
 
 
-def calibrate(service, *, limit: int | None = None, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Fit the threshold on the first `limit` problems and store it for this GGUF."""
+def calibrate(
+    service,
+    *,
+    limit: int | None = None,
+    replace: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Fit the threshold on the first `limit` problems and store it for this GGUF, unless a
+    current stored fit rests on more positions and not `replace` (a quick `--limit 5` try must
+    not throw away a fit on all 164 problems); `stored` says which happened."""
     model = service.model()
     context = service.context()
     problems = humaneval_problems()[: limit or None]
@@ -250,11 +258,24 @@ def calibrate(service, *, limit: int | None = None, progress: Callable[[int, int
         sha256=file_sha256(model.path),
         code=fit_code(),
     )
-    kept = _check_still_valid(load_calibration(model.path), result)
+    stored = load_calibration(model.path)
+    better = stored if stored and _fits_on_more(stored, result) and not replace else None
+    if better is not None:
+        return {**result, "stored": False, "kept": {k: better.get(k) for k in KEPT_FIELDS}}
+    kept = _check_still_valid(stored, result)
     if kept is not None:
         result["rerank"] = kept
     save_threshold(model.path, result)
-    return result
+    return {**result, "stored": True}
+
+
+KEPT_FIELDS = ("threshold", "positions", "problems_used")
+
+
+def _fits_on_more(stored: dict, result: dict) -> bool:
+    """The stored threshold was fit by this code on more reference positions than `result`."""
+    positions = stored.get("positions")
+    return "threshold" not in stale_parts(stored) and isinstance(positions, int) and positions > result["positions"]
 
 
 def _check_still_valid(stored: dict | None, result: dict) -> dict | None:
@@ -274,15 +295,16 @@ def _check_still_valid(stored: dict | None, result: dict) -> dict | None:
 
 def add_rerank_check(service, result: dict, *, progress: Callable[[int, int], None] | None = None) -> dict:
     """Measure, on the problems `result` was fitted on and at its threshold, whether the
-    lookahead rerank beats greedy (`rerank_check`); stored with the threshold. A second step,
-    so the threshold is kept even if this long one is interrupted."""
+    lookahead rerank beats greedy (`rerank_check`); stored with the threshold where the fit
+    was. A second step, so the threshold is kept even if this long one is interrupted."""
     from .rerank_check import check_code, check_rerank
 
     model, context = service.model(), service.context()
     inputs = forced_inputs(model, context.n_ctx, humaneval_problems()[: result["problems"]])
     check = check_rerank(model, context, service.ops(), inputs, result["threshold"], progress=progress)
     result = {**result, "rerank": {**check, "code": check_code()}}
-    save_threshold(model.path, result)
+    if result.get("stored", True):
+        save_threshold(model.path, {k: v for k, v in result.items() if k != "stored"})
     return result
 
 

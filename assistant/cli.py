@@ -677,6 +677,14 @@ def calibrate(
             "Stored with the threshold; a later plain calibrate keeps it while it learns the same threshold.",
         ),
     ] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Store this fit even where the stored one was fit on more reference positions "
+            "(by default a fit on fewer, e.g. with --limit, is reported and not stored).",
+        ),
+    ] = False,
     threads: ThreadsOpt = None,
     n_gpu_layers: GpuOpt = None,
     n_ctx: CtxOpt = None,
@@ -689,7 +697,7 @@ def calibrate(
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     with _progress_bar("teacher-forcing HumanEval solutions", enabled=not as_json) as advance:
-        result = run_calibration(service, limit=limit, progress=advance)
+        result = run_calibration(service, limit=limit, replace=replace, progress=advance)
     if check_rerank:
         with _progress_bar("checking the lookahead rerank", enabled=not as_json) as advance:
             result = add_rerank_check(service, result, progress=advance)
@@ -697,10 +705,18 @@ def calibrate(
         _emit_json(result)
         return
     lo, hi = result["split_spread"]
+    if result["stored"]:
+        where = "stored for this GGUF"
+    else:
+        kept = result["kept"]
+        where = (
+            f"NOT stored: the stored threshold {kept['threshold']:.3f} nats was fit on {kept['positions']} "
+            f"positions from {kept['problems_used']} problems and is kept (--replace stores this one)"
+        )
     typer.echo(
         f"{result['model']}: threshold {result['threshold']:.3f} nats "
         f"(p*={result['p_star']}, test accuracy {result['test_accuracy']:.3f}, "
-        f"{result['positions']} positions from {result['problems_used']} problems); stored for this GGUF\n"
+        f"{result['positions']} positions from {result['problems_used']} problems); {where}\n"
         f"other random 80/20 splits give {lo:.3f}-{hi:.3f} nats (10th-90th percentile)"
     )
     left_out = result["problems"] - result["problems_used"]

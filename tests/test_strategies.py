@@ -274,11 +274,21 @@ def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
 
     noted = run_cli(*cli, env=env).stderr  # adadec warns exactly when the stored check says it loses
     assert ("expect AdaDec to do worse than greedy" in noted) == (verdict(c) is not None), noted
-    text = run_cli("calibrate", "--model", str(smol_path), "--limit", "2", "--check-rerank", env=env)
-    assert text.returncode == 0 and "rerank check at" in text.stdout and "checking the lookahead rerank" in text.stderr
-    assert "note:" not in run_cli(*cli, env=env).stderr
+    # a fit on fewer positions than the stored one is reported, not stored, unless --replace
     store = isolated_env / "data" / "adadec_thresholds.json"
+    before_quick = store.read_bytes()
+    quick = run_cli("calibrate", "--model", str(smol_path), "--limit", "2", "--check-rerank", env=env)
+    assert quick.returncode == 0 and "NOT stored" in quick.stdout and "--replace" in quick.stdout, quick.stdout
+    assert f"fit on {json.loads(checked.stdout)['positions']} positions from 4 problems" in quick.stdout
+    assert "rerank check at" in quick.stdout and store.read_bytes() == before_quick
+    quick = json.loads(run_cli("calibrate", "--model", str(smol_path), "--limit", "1", "--json", env=env).stdout)
+    assert quick["stored"] is False and quick["kept"]["problems_used"] == 4 and store.read_bytes() == before_quick
+    text = run_cli("calibrate", "--model", str(smol_path), "--limit", "2", "--check-rerank", "--replace", env=env)
+    assert text.returncode == 0 and "rerank check at" in text.stdout and "checking the lookahead rerank" in text.stderr
+    assert "stored for this GGUF" in text.stdout
+    assert "note:" not in run_cli(*cli, env=env).stderr
     (checked_2,) = json.loads(store.read_text()).values()
+    assert checked_2["problems_used"] == 2 and "stored" not in checked_2
     again = run_cli("calibrate", "--model", str(smol_path), "--limit", "2", "--json", env=env)
     assert json.loads(again.stdout)["rerank"] == checked_2["rerank"]  # same fit: the check still holds
     other = run_cli("calibrate", "--model", str(smol_path), "--limit", "3", "--json", env=env)
