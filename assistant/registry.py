@@ -32,7 +32,10 @@ class Registry:
         self._load(set(only) if only is not None else None)
 
     def _load(self, only: set[str] | None) -> None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        installed = entry_points(group=ENTRY_POINT_GROUP)
+        for name in sorted((only or set()) - set(installed.names)):  # a typo must not load nothing silently
+            self.failures[name] = f"{ONLY_ENV} names it, but no installed plugin has that name"
+        for ep in installed:
             if only is not None and ep.name not in only:
                 continue
             if self.pm.get_plugin(ep.name) is not None:

@@ -98,3 +98,6 @@ def test_plugin_filter_env(plugin_site):
     assert listed.returncode == 0, listed.stderr
     assert [s["name"] for s in json.loads(listed.stdout)] == ["greedy"]
     assert "assistant_broken" not in listed.stderr
+    typo = run_cli("strategies", "--json", env={**env, "ASSISTANT_PLUGINS": "greedy,greedyy"})
+    assert [s["name"] for s in json.loads(typo.stdout)] == ["greedy"]  # a name no plugin has is said, not lost
+    assert "plugin 'greedyy' skipped: ASSISTANT_PLUGINS names it, but no installed plugin" in typo.stderr
