@@ -110,6 +110,8 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     names = {f.name for f in dataclasses.fields(Settings)}
     values: dict[str, Any] = {}
     path = config_path()
+    if os.environ.get("ASSISTANT_CONFIG") and not path.is_file():  # named on purpose: a typo must not pass
+        raise UserError(f"ASSISTANT_CONFIG names {path}, which is not a file")
     if path.is_file():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -57,6 +57,7 @@ def isolated_env(tmp_path, monkeypatch):
     for key in list(os.environ):
         if key.startswith("ASSISTANT_"):
             monkeypatch.delenv(key)
+    (tmp_path / "config.toml").write_text("")  # empty: the user's own config stays out
     monkeypatch.setenv("ASSISTANT_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.setenv("ASSISTANT_DATA_DIR", str(tmp_path / "data"))
     return tmp_path

@@ -33,9 +33,12 @@ def test_errors_name_the_source(isolated_env, monkeypatch):
     cfg.write_text("max_tokens = [\n")
     with pytest.raises(UserError, match="config file"):
         load_settings()
-    cfg.unlink()
+    cfg.write_text("")
     monkeypatch.setenv("ASSISTANT_N_CTX", "big")
     with pytest.raises(UserError, match="ASSISTANT_N_CTX"):
+        load_settings()
+    cfg.unlink()  # a config file named on purpose must be there: a typo must not pass silently
+    with pytest.raises(UserError, match=r"ASSISTANT_CONFIG names .*config\.toml, which is not a file"):
         load_settings()
 
 
