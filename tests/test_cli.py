@@ -125,6 +125,8 @@ def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
         (["generate", "x", "--n-ctx", "100000000", "--model", "{smol}"], "GiB of KV cache and this machine has"),
         (["complete", "{tmp}/missing.py", "--line", "1", "--column", "1"], "file not found"),
         (["complete", "{tmp}/notes.txt", "--line", "9", "--column", "1"], "outside"),
+        (["generate", "x", "-n", "-1", "--model", "{smol}"], "max_tokens must be >= 0, got -1"),
+        (["complete", "{tmp}/notes.txt", "-l", "1", "-c", "1", "--n-indent", "-2"], "n_indent must be >= 0, got -2"),
         (["models", "--model", "{tmp}/notes.txt"], "not a GGUF file"),
     ],
 )

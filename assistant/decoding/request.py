@@ -81,8 +81,7 @@ class Request:
         return self.suffix is not None
 
     def validate(self) -> None:
-        if self.max_tokens < 0:
-            raise UserError("max_tokens must be >= 0")
         self.sampling.validate()
-        if self.n_indent < 0 or self.t_max_predict_ms < 0:
-            raise UserError("n_indent and t_max_predict_ms must be >= 0")
+        for name in ("max_tokens", "n_indent", "t_max_predict_ms"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
