@@ -629,6 +629,7 @@ def eval_infill(
         bool, typer.Option("--syntax-valid", help="Apply the syntax guard to any strategy.")
     ] = False,
     model: ModelOpt = None,
+    n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ):
@@ -637,7 +638,7 @@ def eval_infill(
 
     if kind not in ("single", "multi", "both"):
         raise UserError("--kind must be single, multi or both")
-    settings = _settings(bundled.COMPLETION, model, threads=threads)
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
     service = _service(settings, quiet=as_json)
     name = strategy or settings.strategy
     service.registry.strategy(name)
