@@ -655,12 +655,15 @@ def eval_infill(
         )
     if as_json:
         _emit_json(result)
-        return
-    typer.echo(
-        f"[{name}] n={result['n']} syntax_valid {result['syntax_valid_rate']:.3f}  nonempty_valid "
-        f"{result['nonempty_valid_rate']:.3f}  exact {result['exact_match']:.3f}  edit_sim "
-        f"{result['edit_similarity']:.3f}  pass {result['pass_rate']}  {result['seconds_per_case']:.2f}s/case"
-    )
+    else:
+        typer.echo(
+            f"[{name}] n={result['n']} syntax_valid {result['syntax_valid_rate']:.3f}  nonempty_valid "
+            f"{result['nonempty_valid_rate']:.3f}  exact {result['exact_match']:.3f}  edit_sim "
+            f"{result['edit_similarity']:.3f}  pass {result['pass_rate']}  {result['seconds_per_case']:.2f}s/case"
+        )
+    if result.get("interrupted"):  # Ctrl-C: the figures of the cases done, said as such
+        typer.echo(f"assistant: interrupted: the figures cover {result['n']} of {result['cases']} cases", err=True)
+        raise typer.Exit(130)
 
 
 @app.command()

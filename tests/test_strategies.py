@@ -749,6 +749,22 @@ def test_ctrl_c_in_eval_says_what_was_saved(tmp_path, smol_path):
     assert again.returncode == 0 and json.loads(again.stdout)["resumed"] == 1, again.stderr
 
 
+def test_ctrl_c_in_eval_infill_reports_the_cases_done(smol_path):
+    """Ctrl-C during `eval infill` (not resumable: no results file) used to end it silently and
+    lose every case; now the figures of the cases done are printed, marked as partial."""
+    args = [sys.executable, "-m", "assistant", "eval", "infill", "--model", str(smol_path), "--json"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    time.sleep(6)  # the model loaded and some of the 164 cases done
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err.decode(), err.decode()
+    summary = json.loads(out)
+    assert summary["interrupted"] is True and summary["cases"] == 164
+    assert summary["n"] == len(summary["rows"]) < 164
+    assert f"interrupted: the figures cover {summary['n']} of 164 cases" in err.decode()
+
+
 def test_results_of_other_code_do_not_resume(tmp_path):
     from assistant.evals.humaneval import code_version, run_tag
 

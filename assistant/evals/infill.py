@@ -118,36 +118,22 @@ def run_infill_eval(
     if progress:
         progress(0, len(cases))
     rows = []
-    for n, case in enumerate(cases, 1):
-        req = request(case)
-        t0 = time.perf_counter()
-        final = service.run(req)
-        seconds = time.perf_counter() - t0
-        middle = final.text
-        valid = parses(case["prefix"] + middle + case["suffix"], language)
-        row = {
-            "id": case.get("id"),
-            "completion": middle,
-            "finish_reason": final.finish_reason,
-            "syntax_valid": valid,
-            "nonempty_valid": valid and bool(middle.strip()),
-            "exact_match": middle.strip() == case["middle"].strip(),
-            "edit_similarity": difflib.SequenceMatcher(None, middle.strip(), case["middle"].strip()).ratio(),
-            "seconds": seconds,
-        }
-        if case.get("test"):
-            program = case["prefix"] + middle + case["suffix"] + "\n\n" + case["test"]
-            row["passed"] = run_python(program, timeout=10).passed
-        rows.append(row)
-        if progress:
-            progress(n, len(cases))
+    try:
+        for n, case in enumerate(cases, 1):
+            rows.append(_run_case(service, request(case), case, language))
+            if progress:
+                progress(n, len(cases))
+    except KeyboardInterrupt:  # Ctrl-C: the cases done so far are still a result, said as partial
+        interrupted = True
+    else:
+        interrupted = False
     n = len(rows)
     tested = [r for r in rows if "passed" in r]
 
     def rate(key):
         return round(sum(r[key] for r in rows) / n, 4) if n else 0.0
 
-    return {
+    summary = {
         "benchmark": "infill",
         "strategy": strategy,
         "n": n,
@@ -159,3 +145,29 @@ def run_infill_eval(
         "seconds_per_case": round(sum(r["seconds"] for r in rows) / n, 4) if n else 0.0,
         "rows": rows,
     }
+    if interrupted:
+        summary.update(interrupted=True, cases=len(cases))
+    return summary
+
+
+def _run_case(service, req: Request, case: dict, language: str) -> dict:
+    """One case: the completion, whether the file then parses, how close it is, its test."""
+    t0 = time.perf_counter()
+    final = service.run(req)
+    seconds = time.perf_counter() - t0
+    middle = final.text
+    valid = parses(case["prefix"] + middle + case["suffix"], language)
+    row = {
+        "id": case.get("id"),
+        "completion": middle,
+        "finish_reason": final.finish_reason,
+        "syntax_valid": valid,
+        "nonempty_valid": valid and bool(middle.strip()),
+        "exact_match": middle.strip() == case["middle"].strip(),
+        "edit_similarity": difflib.SequenceMatcher(None, middle.strip(), case["middle"].strip()).ratio(),
+        "seconds": seconds,
+    }
+    if case.get("test"):
+        program = case["prefix"] + middle + case["suffix"] + "\n\n" + case["test"]
+        row["passed"] = run_python(program, timeout=10).passed
+    return row
