@@ -700,11 +700,24 @@ def calibrate(
 
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
-    with _progress_bar("teacher-forcing HumanEval solutions", enabled=not as_json) as advance:
-        result = run_calibration(service, limit=limit, replace=replace, progress=advance)
+    with (
+        _say_where_work_is_saved(),
+        _progress_bar("teacher-forcing HumanEval solutions", enabled=not as_json) as advance,
+    ):
+        try:
+            result = run_calibration(service, limit=limit, replace=replace, progress=advance)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted: nothing was stored (a stored calibration is as it was)") from None
     if check_rerank:
-        with _progress_bar("checking the lookahead rerank", enabled=not as_json) as advance:
-            result = add_rerank_check(service, result, progress=advance)
+        with _say_where_work_is_saved(), _progress_bar("checking the lookahead rerank", enabled=not as_json) as advance:
+            try:
+                result = add_rerank_check(service, result, progress=advance)
+            except KeyboardInterrupt:
+                kept = "is stored" if result["stored"] else "was not stored (see above)"
+                raise Interrupted(
+                    f"interrupted: the threshold {result['threshold']:.3f} nats {kept}; the rerank check was "
+                    "not finished (`calibrate --check-rerank` runs it again)"
+                ) from None
     if as_json:
         _emit_json(result)
         return

@@ -765,6 +765,20 @@ def test_ctrl_c_in_eval_infill_reports_the_cases_done(smol_path):
     assert f"interrupted: the figures cover {summary['n']} of 164 cases" in err.decode()
 
 
+def test_ctrl_c_in_calibrate_says_what_was_stored(tmp_path, smol_path):
+    data = tmp_path / "data"
+    args = [sys.executable, "-m", "assistant", "calibrate", "--model", str(smol_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "ASSISTANT_DATA_DIR": str(data)}
+    )
+    time.sleep(4)  # inside the fit over all 164 problems (~80 s for this model)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted: nothing was stored" in err.decode(), err.decode()
+    assert not (data / "adadec_thresholds.json").exists()
+
+
 def test_results_of_other_code_do_not_resume(tmp_path):
     from assistant.evals.humaneval import code_version, run_tag
 
