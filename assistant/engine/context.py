@@ -102,6 +102,8 @@ class Sequence:
     def forks(self, n: int) -> list[Sequence]:
         """n forks, or none: those made are given back when one cannot be (no ids left), so a
         refused run does not leave a long-lived context short of sequences."""
+        if n > self.ctx.free_sequences:
+            self.ctx.refuse_sequences(self.ctx.n_seq_max - self.ctx.free_sequences + n)
         made: list[Sequence] = []
         try:
             for _ in range(n):
@@ -244,12 +246,21 @@ class Context:
     # -- sequences --------------------------------------------------------------------------
     def new_sequence(self) -> Sequence:
         if not self._free_ids:
-            raise UserError(
-                f"this run needs more than the context's {self.n_seq_max} sequences (a strategy's k "
-                f"branches, drafts or candidates each take one): raise n_seq_max in the config file "
-                f"or with ASSISTANT_N_SEQ_MAX={2 * self.n_seq_max}, or lower k"
-            )
+            self.refuse_sequences(self.n_seq_max + 1)
         return Sequence(self, self._free_ids.pop())
+
+    def refuse_sequences(self, needed: int) -> None:
+        """Say that a run needs `needed` sequences at once, and the fix that gives them."""
+        why = (
+            f"this run needs {needed} sequences at once and the context has {self.n_seq_max} (a strategy's "
+            "k branches, drafts or candidates each take one)"
+        )
+        if needed >= LLAMA_MAX_SEQ:
+            raise UserError(f"{why}: more than llama.cpp allows ({LLAMA_MAX_SEQ - 1}); lower k")
+        raise UserError(
+            f"{why}: raise n_seq_max in the config file or with "
+            f"ASSISTANT_N_SEQ_MAX={max(needed, min(2 * self.n_seq_max, LLAMA_MAX_SEQ - 1))}, or lower k"
+        )
 
     def _release(self, seq_id: int) -> None:
         self._free_ids.append(seq_id)
