@@ -137,6 +137,14 @@ class AdaDec(Strategy):
             )
         yield run.done()
 
+    @staticmethod
+    def _check_room_for(run: Run, forks: int, seed: Seed | None) -> None:
+        ctx = run.context
+        if forks > ctx.free_sequences:
+            if seed is not None:
+                seed.fork.release()
+            ctx.refuse_sequences(ctx.n_seq_max - ctx.free_sequences + forks)
+
     def _decode(self, run: Run, tau: float, carry: list[Seed]):
         o, ops = self.options, run.ops
         schedule = None  # resolved at the first pause: a run that never pauses times nothing
@@ -158,6 +166,8 @@ class AdaDec(Strategy):
                 if seed is not None and seed.candidate not in cands:
                     seed.fork.release()
                     seed = None
+                if schedule == "batch":  # k forks at once: too few is said with the number needed
+                    self._check_room_for(run, len(cands) - (seed is not None), seed)
                 c0 = run.context.counters.copy()
                 try:
                     rollouts = greedy_rollouts(

@@ -429,9 +429,10 @@ def test_too_few_or_too_many_sequences_are_user_errors(smol):
             UserError, match="needs 4 sequences at once and the context has 3.*ASSISTANT_N_SEQ_MAX=6, or"
         ):
             service.run(Request(prompt="x = ", max_tokens=2, strategy=strategy, options=options))
-    big = Request(prompt="x = ", max_tokens=2, strategy="contrastive", options={"k": "300"})
-    with pytest.raises(UserError, match=r"needs 301 sequences .*more than llama.cpp allows \(255\); lower k"):
-        service.run(big)  # no setting gives 301: the hint must not name one
+    for strategy, options in (("contrastive", {}), ("adadec", {"threshold": "0", "schedule": "batch"})):
+        big = Request(prompt="x = ", max_tokens=2, strategy=strategy, options={**options, "k": "300"})
+        with pytest.raises(UserError, match=r"needs 301 sequences .*more than llama.cpp allows \(255\); lower k"):
+            service.run(big)  # no setting gives 301: the hint must not name one
     # the sequences forked before the one that failed were given back: k=2 fits in 3
     assert service.run(Request(prompt="x = ", max_tokens=2, strategy="contrastive", options={"k": "2"})).tokens
     # adadec carries the winner's rollout into the next pause on one more sequence only if one is free
