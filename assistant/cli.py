@@ -458,6 +458,13 @@ def models(
     Console().print(table)
 
 
+def _check_bench_sizes(tokens: int, rounds: int) -> None:
+    if tokens < 2:
+        raise UserError(f"--tokens must be >= 2, got {tokens}")
+    if rounds < 1:
+        raise UserError(f"--rounds must be >= 1, got {rounds}")
+
+
 @bench_app.command("speed")
 def bench_speed(
     model: ModelOpt = None,
@@ -470,8 +477,7 @@ def bench_speed(
     """Greedy decode speed: engine vs stock llama_cpp.Llama vs a bare llama_decode loop."""
     from .bench.speed import run_speed
 
-    if tokens < 2 or rounds < 1:
-        raise UserError("--tokens must be >= 2 and --rounds >= 1")
+    _check_bench_sizes(tokens, rounds)
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
     service = _service(settings, quiet=as_json)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
@@ -507,10 +513,7 @@ def bench_strategies(
     """Every strategy on the same prompts: time relative to greedy, forward passes, tokens."""
     from .bench.strategies import run_strategies_bench
 
-    if tokens < 2:
-        raise UserError("--tokens must be >= 2")
-    if rounds < 1:
-        raise UserError("--rounds must be >= 1")
+    _check_bench_sizes(tokens, rounds)
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
     service = _service(settings, quiet=as_json)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))

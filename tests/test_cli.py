@@ -126,6 +126,8 @@ def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
         (["complete", "{tmp}/missing.py", "--line", "1", "--column", "1"], "file not found"),
         (["complete", "{tmp}/notes.txt", "--line", "9", "--column", "1"], "outside"),
         (["generate", "x", "-n", "-1", "--model", "{smol}"], "max_tokens must be >= 0, got -1"),
+        (["bench", "speed", "--rounds", "0", "--model", "{smol}"], "--rounds must be >= 1, got 0"),
+        (["bench", "strategies", "--tokens", "1", "--model", "{smol}"], "--tokens must be >= 2, got 1"),
         (["complete", "{tmp}/notes.txt", "-l", "1", "-c", "1", "--n-indent", "-2"], "n_indent must be >= 0, got -2"),
         (["models", "--model", "{tmp}/notes.txt"], "not a GGUF file"),
     ],
