@@ -1,6 +1,8 @@
 """The sandbox really limits what generated code can do."""
 
-from assistant.sandbox import network_isolated, run_python
+import time
+
+from assistant.sandbox import network_isolated, processes_contained, run_python
 
 
 def test_pass_fail_timeout_memory():
@@ -34,3 +36,26 @@ def test_output_is_bounded_and_its_tail_kept():
     assert len(res.stdout) == 2000 and set(res.stdout) == {"x"}
     small = run_python("import sys\nprint('hello')\nprint('oops', file=sys.stderr)")
     assert small.passed and small.stdout == "hello\n" and small.stderr == "oops\n"
+
+
+def test_nothing_the_program_forks_outlives_it(tmp_path):
+    """A daemon forked into a session of its own escaped the group kill and ran on after the
+    run; in the sandbox's own PID namespace (where `unshare` works) the kernel ends it."""
+    marker = tmp_path / "daemon_alive"
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(1.5)\n"
+        f"        open({str(marker)!r}, 'w').write('yes')\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.3)\n"
+    )
+    res = run_python(code, timeout=5)
+    assert res.passed, res
+    time.sleep(3)
+    assert marker.exists() != processes_contained()
+    # a program killing itself still fails (inside the namespace it is not its init)
+    assert run_python("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)").status == "failed"
+    assert run_python("raise SystemExit(3)").returncode == 3

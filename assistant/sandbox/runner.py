@@ -2,7 +2,9 @@
 
 Each run gets its own temp working dir (deleted afterwards), its own process group (killed
 whole on timeout), a scrubbed environment, limits on address space, CPU time, file size and
-open files, and, where the OS allows it (`unshare --net` as root), no network. Its output goes
+open files, and, where the OS allows it (`unshare` as root), no network and its own PID
+namespace: a process it forks into a session of its own escaped the group kill and outlived
+the run; the kernel now ends it with the program. Its output goes
 to files in that dir, under the same file-size limit, and only their tails are read: through
 pipes a program printing in a loop filled the caller's memory (300 MB of output: 915 MB peak).
 """
@@ -39,21 +41,37 @@ class SandboxResult:
         return asdict(self)
 
 
+# The program runs as the second process of its PID namespace: the first, a shell that waits
+# for it, keeps the kernel's init rules (signals a process sends itself are ignored) off it.
+_SHELL_FIRST = ("/bin/sh", "-c", '"$0" "$@"; exit $?')
+
+
 @lru_cache(maxsize=1)
-def _no_network_prefix() -> tuple[str, ...]:
-    """`unshare --net --` if it works here (needs root or user namespaces), else nothing."""
+def _isolation_prefix() -> tuple[str, ...]:
+    """The most isolation `unshare` gives here (root or user namespaces): no network and a PID
+    namespace of its own, whose every process the kernel kills when its first one ends (so
+    nothing the program forks, even into a new session, outlives the run); else no network
+    alone; else nothing."""
     tool = shutil.which("unshare")
     if not tool or not sys.platform.startswith("linux"):
         return ()
-    try:
-        ok = subprocess.run([tool, "--net", "--", "true"], capture_output=True, timeout=5).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        ok = False
-    return (tool, "--net", "--") if ok else ()
+    for flags, first in ((("--net", "--pid", "--fork", "--kill-child"), _SHELL_FIRST), (("--net",), ())):
+        try:
+            probe = subprocess.run([tool, *flags, "--", *first, "true"], capture_output=True, timeout=5)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if probe.returncode == 0:
+            return (tool, *flags, "--", *first)
+    return ()
 
 
 def network_isolated() -> bool:
-    return bool(_no_network_prefix())
+    return bool(_isolation_prefix())
+
+
+def processes_contained() -> bool:
+    """Whether a program's leftover processes (a daemon in its own session) die with it."""
+    return "--pid" in _isolation_prefix()
 
 
 def run_python(
@@ -76,7 +94,7 @@ def run_python(
         with open(script, "w", encoding="utf-8") as fh:
             fh.write(code)
         env = {"PATH": "/usr/bin:/bin", "HOME": tmp, "TMPDIR": tmp, "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}
-        cmd = [*_no_network_prefix(), sys.executable, "-I", "-B", script]
+        cmd = [*_isolation_prefix(), sys.executable, "-I", "-B", script]
         out_path, err_path = os.path.join(tmp, ".stdout"), os.path.join(tmp, ".stderr")
         t0 = time.perf_counter()
         with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
