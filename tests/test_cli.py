@@ -222,3 +222,18 @@ def test_ctrl_c_ends_the_run_with_its_text_so_far(smol_path):
             break
     obj = json.loads(out)
     assert obj["finish_reason"] == "cancelled" and obj["text"] and obj["stats"]["generated_tokens"] < 3000
+
+
+def test_the_cli_loads_llama_cpp_before_numpy():
+    """With numpy imported first, a CUDA build of llama-cpp-python segfaulted in every model
+    load on an H200 image; loaded first, everything ran there. The CLI's first import is the
+    engine, whose first import is llama.cpp."""
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "assistant", "strategies", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    done = [line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")]
+    assert done.index("llama_cpp.llama_cpp") < done.index("numpy"), done[:20]

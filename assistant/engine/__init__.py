@@ -1,5 +1,9 @@
 """The engine: the only package that imports llama_cpp."""
 
+# llama.cpp's shared libraries load before numpy: with numpy imported first, a CUDA build of
+# llama-cpp-python 0.3.36 segfaulted in every model load on an H200 image (numpy 2.5.2,
+# CUDA 13), even with no layer offloaded; loaded first, it ran every strategy there.
+from . import _llama  # noqa: F401  (isort keeps it first)
 from .context import Context, Sequence, common_prefix, default_threads
 from .counters import Counters
 from .gguf_file import GGUFInfo, check_gguf_path, read_info
