@@ -38,11 +38,11 @@ class Sample(Strategy):
             return token_by_token(run, ops.argmax)
 
         def choose(logits):
-            x = ops.top_k_mask(logits, top_k)  # first: makes the rest cheap on big vocabularies
+            ids, x = ops.top_k_live(logits, top_k)  # first: the rest works on k numbers, not the vocabulary
             x = ops.apply_temperature(x, temperature)
             x = ops.min_p_mask(x, min_p)
             x = ops.top_p_mask(x, top_p)
-            return ops.sample(x, run.rng)
+            return int(ids[ops.sample(x, run.rng)])
 
         return token_by_token(run, choose)
 

@@ -92,6 +92,27 @@ def test_sampling_is_seeded_and_respects_masks():
     assert set(many) <= set(np.argsort(-LOGITS)[:3].tolist()) and len(set(many)) > 1
 
 
+def test_sampling_on_the_top_k_draws_what_the_whole_vocabulary_draws():
+    """`sample` works on the k tokens top_k_live keeps (ids ascending) instead of masked
+    copies of the whole vocabulary: for every seed and setting the same token as the dense
+    pipeline, ties with the k-th and masked tokens included."""
+    r = np.random.default_rng(11)
+    big = (r.standard_normal(262_144) * 3).astype(np.float32)
+    tied = big.copy()
+    tied[r.integers(0, tied.size, 6)] = np.sort(big)[-10]  # ties with the 10th largest
+    masked = N.masked(big, r.random(big.size) < 0.0001)  # ~26 allowed: fewer than k
+    for x in (big, tied, masked, LOGITS):
+        for k, t, min_p, top_p in ((40, 0.8, 0.05, 0.95), (10, 1.3, 0.0, 1.0), (3, 0.5, 0.2, 0.5), (0, 1.0, 0.05, 0.9)):
+            for seed in range(25):
+                dense = N.top_p_mask(N.min_p_mask(N.apply_temperature(N.top_k_mask(x, k), t), min_p), top_p)
+                want = N.sample(dense, np.random.default_rng(seed))
+                ids, v = N.top_k_live(x, k)
+                v = N.top_p_mask(N.min_p_mask(N.apply_temperature(v, t), min_p), top_p)
+                assert int(ids[N.sample(v, np.random.default_rng(seed))]) == want, (k, t, seed)
+    ids, _ = N.top_k_live(tied, 10)
+    assert len(ids) > 10 and (np.diff(ids) > 0).all()  # the ties kept, ids ascending
+
+
 def test_masked_sparse_and_dense_paths_agree():
     for every in (2, 50):  # dense (half allowed) and sparse (2% allowed)
         allowed = np.arange(LOGITS.size) % every == 0
@@ -121,6 +142,9 @@ def test_torch_backend_agrees_with_numpy():
     for fn, arg in (("top_k_mask", 11), ("top_p_mask", 0.8), ("min_p_mask", 0.05)):
         a, b = T.to_numpy(getattr(T, fn)(LOGITS, arg)), getattr(N, fn)(LOGITS, arg)
         assert (np.isfinite(a) == np.isfinite(b)).all(), fn
+    for k in (0, 40):
+        for a, b in zip(T.top_k_live(LOGITS, k), N.top_k_live(LOGITS, k), strict=True):
+            np.testing.assert_array_equal(T.to_numpy(a), b)
     allowed = np.arange(LOGITS.size) % 5 == 0
     assert (np.isfinite(T.to_numpy(T.mask_inplace(LOGITS.copy(), allowed))) == allowed).all()
     np.testing.assert_array_equal(T.to_numpy(T.masked(LOGITS, allowed)), N.masked(LOGITS, allowed))

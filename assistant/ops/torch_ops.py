@@ -76,6 +76,16 @@ def top_k_mask(logits, k: int) -> torch.Tensor:
     return x
 
 
+def top_k_live(logits, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = asarray(logits)
+    if k <= 0 or k >= x.shape[0]:
+        ids = torch.nonzero(x > -torch.inf).flatten()
+    else:
+        kth = torch.topk(x, k).values[-1]
+        ids = torch.nonzero((x >= kth) & (x > -torch.inf)).flatten()
+    return ids, x[ids]
+
+
 def top_p_mask(logits, p: float) -> torch.Tensor:
     x = asarray(logits).clone()
     if p >= 1.0:
