@@ -237,3 +237,17 @@ def test_the_cli_loads_llama_cpp_before_numpy():
     assert res.returncode == 0, res.stderr
     done = [line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")]
     assert done.index("llama_cpp.llama_cpp") < done.index("numpy"), done[:20]
+
+
+def test_a_missing_or_broken_llama_cpp_is_one_line():
+    """llama-cpp-python not installed, or its library failing to load (a build for another CPU),
+    was a traceback from the CLI's first import."""
+    code = (
+        "import sys; sys.modules['llama_cpp'] = None; sys.argv = ['assistant', 'strategies']; "
+        "from assistant.__main__ import main; main()"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert (
+        res.stderr.startswith("assistant: error: llama-cpp-python could not be loaded") and "pip install" in res.stderr
+    )
