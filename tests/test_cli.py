@@ -251,3 +251,18 @@ def test_a_missing_or_broken_llama_cpp_is_one_line():
     assert (
         res.stderr.startswith("assistant: error: llama-cpp-python could not be loaded") and "pip install" in res.stderr
     )
+
+
+def test_a_gpu_build_loaded_after_numpy_is_warned_about():
+    """A host program that imports numpy before the engine, with a GPU build of llama.cpp,
+    is told (the CLI loads llama.cpp first; see test_the_cli_loads_llama_cpp_before_numpy)."""
+    code = (
+        "import warnings; warnings.simplefilter('error')\n"
+        "import numpy, llama_cpp\n"
+        "llama_cpp.llama_supports_gpu_offload = lambda: {gpu}  # this machine's build is CPU-only\n"
+        "try:\n    import assistant.engine\nexcept RuntimeWarning as w:\n    print('warned:', w)\n"
+    )
+    for gpu, warned in ((True, True), (False, False)):
+        res = subprocess.run([sys.executable, "-c", code.format(gpu=gpu)], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        assert ("warned: numpy was imported before llama.cpp" in res.stdout) == warned, res.stdout

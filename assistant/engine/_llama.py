@@ -24,6 +24,23 @@ import llama_cpp
 
 lib = llama_cpp.llama_cpp._lib  # the loaded shared library
 
+
+def _numpy_loaded_first() -> bool:
+    """Whether numpy was imported before llama.cpp's library (sys.modules keeps import order)."""
+    order = list(sys.modules)
+    return "numpy" in order and order.index("numpy") < order.index("llama_cpp.llama_cpp")
+
+
+if _numpy_loaded_first() and llama_cpp.llama_supports_gpu_offload():
+    import warnings
+
+    warnings.warn(
+        "numpy was imported before llama.cpp: with a GPU build this segfaulted in every model load on "
+        "an H200 image; import assistant.engine before numpy (the `assistant` command does)",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
 _state: dict[str, object] = {}
 
 
