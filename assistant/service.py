@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from . import bundled, ops
+from . import bundled, engine, ops  # noqa: F401  engine before ops: llama.cpp loads before numpy (engine/__init__)
 from .config import Settings, cache_dir
 from .context import build_prompt
 from .decoding import Constraint, Done, Event, Request, Run

@@ -237,6 +237,11 @@ def test_the_cli_loads_llama_cpp_before_numpy():
     assert res.returncode == 0, res.stderr
     done = [line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines() if line.startswith("import time:")]
     assert done.index("llama_cpp.llama_cpp") < done.index("numpy"), done[:20]
+    # the same for a program that embeds the service (the API the interfaces use)
+    code = (
+        "import sys, assistant.service; m = list(sys.modules); print(m.index('llama_cpp.llama_cpp') < m.index('numpy'))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "True"
 
 
 def test_a_missing_or_broken_llama_cpp_is_one_line():
