@@ -72,19 +72,21 @@ def load_calibration(model_path: Path) -> dict | None:
     usable: an entry without a finite threshold is none (a hand-edited or damaged store must
     not stop adadec), and a rerank check without its counts is left out."""
     entry = read_json_object(data_dir() / STORE).get(file_sha256(model_path))
-    if not isinstance(entry, dict) or not _finite(entry.get("threshold")):
+    if not isinstance(entry, dict) or not finite_number(entry.get("threshold")):
         return None
     check = entry.get("rerank")
     if check is not None and not (
         isinstance(check, dict)
         and all(isinstance(check.get(k), int) for k in ("changed", "changed_to_reference", "changed_from_reference"))
-        and _finite(check.get("p"))
+        and finite_number(check.get("p"))
     ):
         entry = {k: v for k, v in entry.items() if k != "rerank"}
     return entry
 
 
-def _finite(x) -> bool:
+def finite_number(x) -> bool:
+    """A JSON value that is a real, finite number (not a bool, nan or inf): what a stored figure
+    must be before it is used."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -259,9 +261,8 @@ def calibrate(
         code=fit_code(),
     )
     stored = load_calibration(model.path)
-    better = stored if stored and _fits_on_more(stored, result) and not replace else None
-    if better is not None:
-        return {**result, "stored": False, "kept": {k: better.get(k) for k in KEPT_FIELDS}}
+    if stored and not replace and _fits_on_more(stored, result):
+        return {**result, "stored": False, "kept": {k: stored.get(k) for k in KEPT_FIELDS}}
     kept = _check_still_valid(stored, result)
     if kept is not None:
         result["rerank"] = kept

@@ -33,7 +33,7 @@ from assistant import hookimpl
 from assistant.decoding import Pause, Run, Strategy, option
 from assistant.decoding.lookahead import SCHEDULES, Seed, greedy_rollouts, pick_schedule
 from assistant.decoding.steps import top_candidates
-from assistant.errors import ContextOverflow
+from assistant.errors import ContextOverflow, UserError
 
 DEFAULT_THRESHOLD = 1.0  # nats; the published thresholds for 1-8B code models lie in 0.6-1.3
 # Rows a best-first pause spends on candidates that lose, measured on the bench prompts with
@@ -137,14 +137,6 @@ class AdaDec(Strategy):
             )
         yield run.done()
 
-    @staticmethod
-    def _check_room_for(run: Run, forks: int, seed: Seed | None) -> None:
-        ctx = run.context
-        if forks > ctx.free_sequences:
-            if seed is not None:
-                seed.fork.release()
-            ctx.refuse_sequences(ctx.n_seq_max - ctx.free_sequences + forks)
-
     def _decode(self, run: Run, tau: float, carry: list[Seed]):
         o, ops = self.options, run.ops
         schedule = None  # resolved at the first pause: a run that never pauses times nothing
@@ -167,7 +159,12 @@ class AdaDec(Strategy):
                     seed.fork.release()
                     seed = None
                 if schedule == "batch":  # k forks at once: too few is said with the number needed
-                    self._check_room_for(run, len(cands) - (seed is not None), seed)
+                    try:
+                        run.context.require_free(len(cands) - (seed is not None))
+                    except UserError:
+                        if seed is not None:  # the run ends here: the carried rollout's sequence back
+                            seed.fork.release()
+                        raise
                 c0 = run.context.counters.copy()
                 try:
                     rollouts = greedy_rollouts(

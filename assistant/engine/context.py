@@ -100,10 +100,9 @@ class Sequence:
         return child
 
     def forks(self, n: int) -> list[Sequence]:
-        """n forks, or none: those made are given back when one cannot be (no ids left), so a
-        refused run does not leave a long-lived context short of sequences."""
-        if n > self.ctx.free_sequences:
-            self.ctx.refuse_sequences(self.ctx.n_seq_max - self.ctx.free_sequences + n)
+        """n forks, or none: refused up front when fewer are free, and those made are given
+        back if making one fails (a Ctrl-C), so a long-lived context is not left short."""
+        self.ctx.require_free(n)
         made: list[Sequence] = []
         try:
             for _ in range(n):
@@ -248,6 +247,11 @@ class Context:
         if not self._free_ids:
             self.refuse_sequences(self.n_seq_max + 1)
         return Sequence(self, self._free_ids.pop())
+
+    def require_free(self, n: int) -> None:
+        """Refuse, with the number the run needs, n more sequences than are free."""
+        if n > self.free_sequences:
+            self.refuse_sequences(self.n_seq_max - self.free_sequences + n)
 
     def refuse_sequences(self, needed: int) -> None:
         """Say that a run needs `needed` sequences at once, and the fix that gives them."""

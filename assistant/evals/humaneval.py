@@ -13,12 +13,11 @@ import functools
 import hashlib
 import inspect
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..calibration import file_sha256, humaneval_problems
+from ..calibration import file_sha256, finite_number, humaneval_problems
 from ..code_hash import source_hash, whole_package_files
 from ..config import data_dir
 from ..decoding import Request, Sampling
@@ -69,7 +68,7 @@ def _is_result(rec) -> bool:
     cost and the run's stats (the summaries and `eval compare` add these up)."""
 
     def number(x) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
+        return finite_number(x) and x >= 0
 
     return (
         isinstance(rec, dict)
