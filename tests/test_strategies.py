@@ -518,6 +518,23 @@ def test_ngram_store_rebuilt_after_an_edit_replaces_the_old_one(smol, tmp_path, 
     assert len(list((tmp_path / "cache" / "ngrams").glob("*.npz"))) == 1
 
 
+def test_a_huge_corpus_file_is_read_within_the_budget_and_tokenized_in_pieces(gemma, tmp_path, monkeypatch):
+    """A generated file of megabytes took minutes: read whole, then tokenized in one call whose
+    time grows with length times newlines. Now it is read up to the budget, in pieces of whole
+    lines (a line without end is cut anywhere), and the pieces give back the text."""
+    import assistant.ngrams
+    from assistant.ngrams import _tokenize_by_lines, get_store
+
+    for text in ("", "x = 1\n" * 3000, "var a=1;" * 3000, "é\n\n" * 2000 + "tail"):
+        assert gemma.detokenize(_tokenize_by_lines(gemma, text, piece=500)) == text
+    monkeypatch.setenv("ASSISTANT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(assistant.ngrams, "MAX_CHARS", 20_000)
+    big = tmp_path / "big.py"
+    big.write_text("".join(f"x_{i} = f({i})\n" for i in range(100_000)))  # 1.5 MB
+    store = get_store(gemma, str(big))
+    assert 3_000 < store.n_tokens < 20_000
+
+
 def test_speculative_output_equals_greedy(smol_path):
     """Token for token, except where greedy itself is a numerical coin toss: llama.cpp's logits
     depend slightly on batch shape, so a near-tie may fall either way."""
