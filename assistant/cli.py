@@ -423,8 +423,13 @@ def models(
         rows.append({"role": f"default {role}", **read_info(path).to_dict()})
     seen = {r["path"] for r in rows}
     candidates = [model] if model is not None else []
-    for folder in settings.model_dirs:
-        candidates.extend(sorted(Path(folder).expanduser().rglob("*.gguf")))
+    for folder in map(Path, settings.model_dirs):
+        folder = folder.expanduser()
+        if not folder.is_dir():  # a typo in model_dirs would otherwise list nothing, silently
+            why = "model folder not found" if not folder.exists() else "not a folder (model_dirs names folders)"
+            rows.append({"role": "", "path": str(folder), "error": f"{why}: {folder}"})
+            continue
+        candidates.extend(sorted(folder.rglob("*.gguf")))
     for path in candidates:
         if str(path) in seen:
             continue
@@ -439,22 +444,19 @@ def models(
         _emit_json(rows)
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
+    from rich.table import Column, Table
 
-    table = Table("role", "name", "architecture", "size", "vocab", "FIM", "path")
+    # two columns, the path on a line of its own: what a user copies is never cut, and a
+    # narrow terminal does not squeeze it to a dozen characters a line
+    table = Table("role", Column("model", overflow="fold"))
     for r in rows:
-        if "error" in r:
-            table.add_row(r["role"], "-", "-", "-", "-", "-", f"{r['path']} ({r['error']})")
+        if "error" in r:  # the message names the path
+            table.add_row(r["role"], f"[red]unusable[/red]: {escape(r['error'])}")
             continue
-        table.add_row(
-            r["role"],
-            r["name"],
-            r["architecture"],
-            f"{r['size_bytes'] / 1e6:.0f} MB",
-            f"{r['vocab_size']:,}",
-            "yes" if r["fim"] else "no",
-            r["path"],
-        )
+        fim = "yes" if r["fim"] else "no"
+        facts = f"{r['architecture']}, {r['size_bytes'] / 1e6:,.0f} MB, vocab {r['vocab_size']:,}, FIM {fim}"
+        table.add_row(r["role"], f"[bold]{escape(r['name'])}[/bold] ({escape(facts)})\n{escape(r['path'])}")
     Console().print(table)
 
 

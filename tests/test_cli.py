@@ -155,10 +155,20 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, smol_path):
     # its header is cut short too: `models` names it, alone or in a folder it lists
     res = run_cli("models", "--model", str(broken))
     assert res.returncode == 2 and "corrupt or truncated GGUF header" in res.stderr, res.stderr
-    res = run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": str(tmp_path)})
+    assert "the file ends inside its header, at byte 4,096" in res.stderr  # not struct's words
+    (tmp_path / "gone.gguf").symlink_to(tmp_path / "moved.gguf")
+    missing = tmp_path / "no such folder"  # a typo in model_dirs is said, not an empty list
+    res = run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": f"{tmp_path},{missing}"})
     assert res.returncode == 0, res.stderr
-    (row,) = [r for r in json.loads(res.stdout) if r["path"] == str(broken)]
-    assert "corrupt or truncated" in row["error"]
+    rows = {r["path"]: r for r in json.loads(res.stdout)}
+    assert "corrupt or truncated" in rows[str(broken)]["error"]
+    link_error = rows[str(tmp_path / "gone.gguf")]["error"]
+    assert link_error.endswith(f"is a link to {tmp_path / 'moved.gguf'}, which does not exist")
+    assert rows[str(missing)]["error"] == f"model folder not found: {missing}"
+    table = run_cli("models", env={"ASSISTANT_MODEL_DIRS": f"{tmp_path},{missing}", "COLUMNS": "60"}).stdout
+    assert "unusable: model folder not found" in table and "Traceback" not in table
+    folded = "".join(line.split("│")[2].strip() for line in table.splitlines() if line.count("│") == 3)
+    assert str(tmp_path / "gone.gguf") in folded  # paths are folded onto more lines, never cut
 
 
 def test_strategies_and_models(smol_path, gemma_path):

@@ -30,6 +30,8 @@ def check_gguf_path(path: str | os.PathLike) -> Path:
     """Return the path if it is a readable GGUF file, else raise ModelError with one clear line."""
     p = Path(path).expanduser()
     if not p.exists():
+        if p.is_symlink():
+            raise ModelError(f"model file not found: {p} is a link to {os.readlink(p)}, which does not exist")
         raise ModelError(f"model file not found: {p}")
     if p.is_dir():
         raise ModelError(f"model path is a directory, not a GGUF file: {p}")
@@ -38,6 +40,8 @@ def check_gguf_path(path: str | os.PathLike) -> Path:
             magic = fh.read(4)
     except OSError as exc:
         raise ModelError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+    if not magic:
+        raise ModelError(f"not a GGUF file (empty): {p}")
     if magic != GGUF_MAGIC:
         raise ModelError(f"not a GGUF file (bad magic {magic!r}): {p}")
     return p
@@ -64,7 +68,9 @@ def read_header(path: str | os.PathLike) -> GGUFHeader:
     with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
         try:
             return _parse(memoryview(mm))
-        except (struct.error, IndexError, ValueError, UnicodeDecodeError) as exc:
+        except struct.error:  # a read past the end: struct's own words name buffers and offsets
+            why = f"the file ends inside its header, at byte {len(mm):,}: an unfinished download?"
+        except (IndexError, ValueError, UnicodeDecodeError) as exc:
             # only the message leaves this block: the traceback's frames hold views of the
             # map, and closing it while they live raised BufferError over this error
             why = str(exc)
