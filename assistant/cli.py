@@ -354,11 +354,20 @@ def complete(
 ):
     """Infill at a cursor in FILE and print only the inserted text."""
     from .context.cursor import split_at_cursor
-    from .context.syntax import language_of
+    from .context.syntax import known_extensions, language_of
 
     prefix, suffix, newline = split_at_cursor(file, line, column)
+    language = language_of(file, (prefix + suffix).split("\n", 1)[0])
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
+    name = strategy or settings.strategy
+    if language is None and (syntax_valid or getattr(service.registry.strategy(name), "needs_syntax_guard", False)):
+        # checked as Python it would be: a Markdown file's middle would never "parse"
+        why = "--syntax-valid" if syntax_valid else f"strategy {name}"
+        raise UserError(
+            f"{why} checks that the file parses, and {file.name} is of no language it knows "
+            f"(by extension: {known_extensions()}; or a #! line naming python, node, bash, sh, ruby or php)"
+        )
     request = _request(
         settings,
         strategy=strategy,
@@ -371,7 +380,7 @@ def complete(
         suffix=suffix,
         n_indent=n_indent,
         syntax_valid=syntax_valid,
-        language=language_of(file),
+        language=language,
         filename=file.name,
         workspace=str(file.resolve().parent),
     )

@@ -8,7 +8,7 @@ import pytest
 from conftest import run_cli
 
 from assistant.config import Settings
-from assistant.context.syntax import SyntaxGuard, parses
+from assistant.context.syntax import SyntaxGuard, language_of, parses
 from assistant.decoding import Done, Request
 from assistant.service import Service
 
@@ -100,6 +100,26 @@ def test_no_valid_infill_is_said(tmp_path, smol_path):
     res = run_cli("complete", str(src), "-l", "2", "-c", "12", "-n", "3", "--syntax-valid", "-m", str(smol_path))
     assert res.returncode == 0 and res.stdout == ""
     assert "no stop was found where the code around the cursor parses" in res.stderr
+
+
+def test_a_file_of_no_known_language_is_not_checked_as_python(tmp_path, smol_path):
+    """A Markdown file's middle was checked as Python (and a `# ...` heading "parsed"): a syntax
+    check of a file whose language is unknown is refused; a script's `#!` line names its
+    language; without a syntax check the file completes as any text."""
+    notes = tmp_path / "notes.md"
+    notes.write_text("# Title\n\nSome text\n")
+    for args in (["--syntax-valid"], ["-s", "grammar-infill"]):
+        res = run_cli("complete", str(notes), "-l", "2", "-c", "1", "-n", "3", "-m", str(smol_path), *args)
+        assert res.returncode == 2 and "notes.md is of no language it knows" in res.stderr, res.stderr
+        assert ".py" in res.stderr and "Traceback" not in res.stderr
+    assert run_cli("complete", str(notes), "-l", "2", "-c", "1", "-n", "3", "-m", str(smol_path)).returncode == 0
+    assert language_of("tool", "#!/usr/bin/env -S python3 -u") == "python"
+    assert language_of("tool", "#!/bin/sh") == "bash" and language_of("tool.JS") == "javascript"
+    assert language_of("notes.md", "# Title") is None and language_of("tool", "#!/usr/bin/env") is None
+    script = tmp_path / "tool"
+    script.write_text("#!/usr/bin/python3.12\nx = \n")
+    res = run_cli("complete", str(script), "-l", "2", "-c", "5", "-n", "3", "--syntax-valid", "-m", str(smol_path))
+    assert res.returncode == 0, res.stderr
 
 
 def test_syntax_guard_checks_a_file_fine_elsewhere_whole(monkeypatch):

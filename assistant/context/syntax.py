@@ -49,8 +49,25 @@ EXTENSIONS = {
 }
 
 
-def language_of(path: str | Path | None) -> str | None:
-    return EXTENSIONS.get(Path(path).suffix.lower()) if path else None
+# interpreters named on a script's `#!` line (a script often has no extension)
+INTERPRETERS = {"python": "python", "node": "javascript", "bash": "bash", "sh": "bash", "ruby": "ruby", "php": "php"}
+
+
+def language_of(path: str | Path | None, first_line: str = "") -> str | None:
+    """The language to parse a file as: by its extension, else by the interpreter its `#!`
+    line names (`#!/usr/bin/env python3`); None when neither says."""
+    language = EXTENSIONS.get(Path(path).suffix.lower()) if path else None
+    if language is None and first_line.startswith("#!"):
+        words = first_line[2:].split()
+        if words and Path(words[0]).name == "env":
+            words = [w for w in words[1:] if not w.startswith("-")]  # env -S python3 -u
+        name = Path(words[0]).name.rstrip("0123456789.") if words else ""
+        language = INTERPRETERS.get(name)
+    return language
+
+
+def known_extensions() -> str:
+    return " ".join(sorted(EXTENSIONS))
 
 
 @lru_cache(maxsize=32)
