@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from assistant import hookimpl
-from assistant.decoding import Pause, Run, Strategy, option
+from assistant.decoding import Pause, Run, Strategy, option, require
 from assistant.decoding.lookahead import SCHEDULES, Seed, greedy_rollouts, pick_schedule
 from assistant.decoding.steps import top_candidates
 from assistant.errors import ContextOverflow, UserError
@@ -64,14 +64,11 @@ class AdaDecOptions:
     )
 
     def __post_init__(self):
-        if self.k < 1 or self.lookahead < 1:
-            raise ValueError("k and lookahead must be >= 1")
-        if self.mode not in ("fixed", "line"):
-            raise ValueError(f"mode must be 'fixed' or 'line', got {self.mode!r}")
-        if self.schedule not in ("auto", *SCHEDULES):
-            raise ValueError(f"schedule must be 'auto', 'batch' or 'best-first', got {self.schedule!r}")
-        if not self.lam > 0:
-            raise ValueError("lam must be > 0 (it scales every score alike)")
+        require(self.k >= 1, "k", self.k, ">= 1")
+        require(self.lookahead >= 1, "lookahead", self.lookahead, ">= 1")
+        require(self.mode in ("fixed", "line"), "mode", self.mode, "'fixed' or 'line'")
+        require(self.schedule in ("auto", *SCHEDULES), "schedule", self.schedule, "'auto', 'batch' or 'best-first'")
+        require(self.lam > 0, "lam", self.lam, "> 0 (it scales every score alike)")
         if str(self.threshold) != "auto":
             try:
                 finite = math.isfinite(float(self.threshold))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assistant import hookimpl
-from assistant.decoding import Run, Strategy, option
+from assistant.decoding import Run, Strategy, option, require
 from assistant.decoding.steps import top_candidates
 from assistant.errors import Cancelled, ContextOverflow
 
@@ -29,8 +29,9 @@ class ContrastiveOptions:
     window: int = option(64, "prompt tokens whose hidden states join the penalty")
 
     def __post_init__(self):
-        if self.k < 1 or not 0.0 <= self.alpha <= 1.0 or self.window < 1:
-            raise ValueError("need k >= 1, 0 <= alpha <= 1, window >= 1")
+        require(self.k >= 1, "k", self.k, ">= 1")
+        require(0.0 <= self.alpha <= 1.0, "alpha", self.alpha, "in [0, 1]")
+        require(self.window >= 1, "window", self.window, ">= 1")
 
 
 def _unit(v: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assistant import hookimpl
-from assistant.decoding import Run, Strategy, option
+from assistant.decoding import Run, Strategy, option, require
 from assistant.errors import PluginError
 
 
@@ -72,8 +72,11 @@ class GrammarInfillOptions:
     line_rejections: int = option(3, "alternatives tried at an invalid line end before the middle goes on a new line")
 
     def __post_init__(self):
-        if self.attempts < 1 or self.temperature <= 0 or self.max_rejections < 1:
-            raise ValueError("need attempts >= 1, temperature > 0, max_rejections >= 1")
+        require(self.attempts >= 1, "attempts", self.attempts, ">= 1")
+        require(self.temperature > 0, "temperature", self.temperature, "> 0")
+        require(self.max_rejections >= 1, "max_rejections", self.max_rejections, ">= 1")
+        require(self.rejection_budget >= 0, "rejection_budget", self.rejection_budget, ">= 0")
+        require(self.line_rejections >= 0, "line_rejections", self.line_rejections, ">= 0")
 
 
 class GrammarInfill(Strategy):

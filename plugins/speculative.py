@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assistant import hookimpl
-from assistant.decoding import Run, Strategy, option
+from assistant.decoding import Run, Strategy, option, require
 from assistant.errors import Cancelled, ContextOverflow
 
 
@@ -51,12 +51,11 @@ class SpeculativeOptions:
     )
 
     def __post_init__(self):
-        if not 1 <= self.min_ngram <= self.max_ngram or self.max_draft < 1:
-            raise ValueError("need 1 <= min_ngram <= max_ngram and max_draft >= 1")
-        if not 0.0 < self.prior_acceptance < 1.0:
-            raise ValueError("prior_acceptance must be in (0, 1)")
-        if not self.tie_margin >= 0:
-            raise ValueError("tie_margin must be >= 0 (0 re-decodes no near-tie)")
+        require(self.min_ngram >= 1, "min_ngram", self.min_ngram, ">= 1")
+        require(self.max_ngram >= self.min_ngram, "max_ngram", self.max_ngram, f">= min_ngram ({self.min_ngram})")
+        require(self.max_draft >= 1, "max_draft", self.max_draft, ">= 1")
+        require(0.0 < self.prior_acceptance < 1.0, "prior_acceptance", self.prior_acceptance, "in (0, 1)")
+        require(self.tie_margin >= 0, "tie_margin", self.tie_margin, ">= 0 (0 re-decodes no near-tie)")
 
 
 class NgramLookup:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assistant import hookimpl
-from assistant.decoding import Drafts, Run, Strategy, option
+from assistant.decoding import Drafts, Run, Strategy, option, require
 from assistant.errors import Cancelled, ContextOverflow, PluginError
 from assistant.ngrams import MAX_CONTEXT
 from assistant.ops import numpy_ops
@@ -44,10 +44,11 @@ class SuperposedOptions:
     rescore: bool = option(False, "rank final drafts by true model log-probability (one batched pass)")
 
     def __post_init__(self):
-        if self.k < 1 or self.n_token_sample < 1 or self.temp <= 0 or not 0.0 <= self.alpha < 1.0:
-            raise ValueError("need k >= 1, n_token_sample >= 1, temp > 0, 0 <= alpha < 1")
-        if not self.penalty >= 0:
-            raise ValueError("penalty must be >= 0 (it ranks unmatched candidates below matched ones)")
+        require(self.k >= 1, "k", self.k, ">= 1")
+        require(self.n_token_sample >= 1, "n_token_sample", self.n_token_sample, ">= 1")
+        require(self.temp > 0, "temp", self.temp, "> 0")
+        require(0.0 <= self.alpha < 1.0, "alpha", self.alpha, "in [0, 1)")
+        require(self.penalty >= 0, "penalty", self.penalty, ">= 0 (it ranks unmatched candidates below matched ones)")
         try:
             self.weights = [float(w) for w in str(self.ngram_weights).split(",") if w.strip()]
         except ValueError:

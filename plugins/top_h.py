@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from assistant import hookimpl
-from assistant.decoding import Run, Strategy, option, token_by_token
+from assistant.decoding import Run, Strategy, option, require, token_by_token
 from assistant.ops.numpy_ops import logsumexp, top_k
 
 
@@ -24,10 +24,9 @@ class TopHOptions:
     temperature: float = option(1.0, "temperature of the distribution (the paper uses 1-2)")
 
     def __post_init__(self):
-        if not 0.0 < self.alpha < 1.0:
-            raise ValueError("alpha must be in (0, 1)")
-        if self.top_n < 1 or self.temperature <= 0:
-            raise ValueError("top_n must be >= 1 and temperature > 0")
+        require(0.0 < self.alpha < 1.0, "alpha", self.alpha, "in (0, 1)")
+        require(self.top_n >= 1, "top_n", self.top_n, ">= 1")
+        require(self.temperature > 0, "temperature", self.temperature, "> 0")
 
 
 def top_h_keep(logits: np.ndarray, alpha: float, top_n: int, temperature: float) -> tuple[np.ndarray, np.ndarray]:

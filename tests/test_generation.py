@@ -106,6 +106,33 @@ def test_unknown_strategy_and_bad_options(service):
             list(service.generate(Request(prompt="x", strategy="superposed", options={"ngram_weights": weights})))
 
 
+def test_an_option_out_of_range_is_named_with_its_value():
+    """Messages listed every rule ("need k >= 1, 0 <= alpha <= 1, window >= 1") and left the
+    user to guess which failed; two grammar-infill options were not checked at all."""
+    from assistant.registry import get_registry
+
+    registry = get_registry()
+    for strategy, key, value in (
+        ("contrastive", "alpha", "2"),
+        ("contrastive", "window", "0"),
+        ("superposed", "temp", "0"),
+        ("superposed", "n_token_sample", "0"),
+        ("speculative", "max_ngram", "0"),
+        ("speculative", "max_draft", "0"),
+        ("top-h", "top_n", "0"),
+        ("adadec", "lookahead", "0"),
+        ("adadec", "mode", "dynamic"),
+        ("grammar-infill", "rejection_budget", "-1"),
+        ("grammar-infill", "line_rejections", "-2"),
+    ):
+        with pytest.raises(PluginError) as err:
+            registry.strategy(strategy).parse_options({key: value})
+        message = str(err.value)
+        assert message.startswith(f"bad options for {strategy!r}: {key} must be "), message
+        got = message.rsplit(", got ", 1)[1]
+        assert got.strip("'") == value or float(got) == float(value), message
+
+
 def test_zero_max_tokens_and_deadline(service):
     done, _ = collect(service, Request(prompt="x = ", max_tokens=0))
     assert done.text == "" and done.finish_reason == "length"

@@ -5,7 +5,7 @@ from .events import Done, Drafts, Event, Node, Pause, Token
 from .request import ContextChunk, Request, Sampling
 from .run import Run
 from .steps import token_by_token
-from .strategy import Strategy, option
+from .strategy import Strategy, option, require
 
 __all__ = [
     "AllowedTokens",
@@ -22,5 +22,6 @@ __all__ = [
     "Strategy",
     "Token",
     "option",
+    "require",
     "token_by_token",
 ]

@@ -86,6 +86,13 @@ def option(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse
     return dataclasses.field(default=default, metadata={"help": help})
 
 
+def require(ok: bool, name: str, value: Any, rule: str) -> None:
+    """An option check that names the option, the rule and the value it got (a message that
+    lists every rule leaves the user to guess which one failed)."""
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
