@@ -562,7 +562,7 @@ def eval_humaneval(
     option: OptionOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.", min=1)] = None,
     seed: SeedOpt = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per problem.")] = 384,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per problem.", min=1)] = 384,
     output: Annotated[Path | None, typer.Option("--output", help="Results JSONL (default: in the data dir).")] = None,
     model: ModelOpt = None,
     n_gpu_layers: GpuOpt = None,
@@ -638,7 +638,7 @@ def eval_infill(
     strategy: StrategyOpt = None,
     option: OptionOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases.", min=1)] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per case.")] = 96,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per case.", min=1)] = 96,
     syntax_valid: Annotated[
         bool, typer.Option("--syntax-valid", help="Apply the syntax guard to any strategy.")
     ] = False,

@@ -705,9 +705,10 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     other = run_cli(*[a if a != "48" else "40" for a in args])
     assert other.returncode == 2 and "another run" in other.stderr and "Traceback" not in other.stderr
     assert len(out.read_text().splitlines()) == 2
-    # bad settings are refused before any results file is made; --limit 0 is not "all of them"
+    # bad settings are refused before any results file is made; --limit 0 is not "all of them",
+    # and -n 0 would fail every problem with an empty completion
     fresh = tmp_path / "fresh.jsonl"
-    for bad in (["--seed", "-1"], ["-s", "adadec", "-o", "k=0"], ["--limit", "0"]):
+    for bad in (["--seed", "-1"], ["-s", "adadec", "-o", "k=0"], ["--limit", "0"], ["-n", "0"]):
         res = run_cli("eval", "humaneval", "--model", str(smol_path), "--output", str(fresh), *bad)
         assert res.returncode == 2 and "Traceback" not in res.stderr, (bad, res.stderr)
         assert not re.search(r"humaneval \[[a-z-]+\]", res.stderr), (bad, res.stderr)  # no empty progress bar
