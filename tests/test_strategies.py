@@ -753,16 +753,21 @@ def test_ctrl_c_in_eval_says_what_was_saved(tmp_path, smol_path):
     args = [sys.executable, "-m", "assistant", "eval", "humaneval", "--model", str(smol_path), "-n", "32"]
     args += ["--output", str(out)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-    proc = subprocess.Popen([*args, "--limit", "40"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([*args, "--limit", "80"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text()) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
+    # meanwhile a second run into the same file is refused (two wrote every line twice)
+    second = subprocess.run([*args, "--limit", "80"], capture_output=True, text=True, env=env)
+    assert proc.poll() is None, "the first run ended before the second tried"
+    assert second.returncode == 2 and f"another run is writing {out} now" in second.stderr, second.stderr
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     err = err.decode()
     saved = len(out.read_text().splitlines())
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert 1 <= saved < 40 and f"{saved} of 40 problems are saved in {out}" in err, (saved, err)
+    assert 1 <= saved < 80 and f"{saved} of 80 problems are saved in {out}" in err, (saved, err)
+    assert len({json.loads(line)["task_id"] for line in out.read_text().splitlines()}) == saved
     again = subprocess.run([*args, "--limit", "1", "--json"], capture_output=True, text=True, env=env)
     assert again.returncode == 0 and json.loads(again.stdout)["resumed"] == 1, again.stderr
 

@@ -115,6 +115,25 @@ def _load_results(out: Path, tag: str) -> dict[str, dict]:
     return {rec["task_id"]: rec for rec in records}
 
 
+def _claim(fh, out: Path) -> None:
+    """One run at a time writes a results file: two at once each solved every problem and wrote
+    each line twice (and two sampled runs, different answers to the same problem). Held until
+    the file is closed; not taken where the OS has no `flock`."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        return
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise UserError(
+            f"another run is writing {out} now: wait for it to end (the same command then resumes from "
+            "its results), or name another --output"
+        ) from None
+    except OSError:  # a file system without locks (some network mounts): run as before
+        pass
+
+
 def program(problem: dict, completion: str) -> str:
     return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
@@ -148,14 +167,16 @@ def run_humaneval(
         code=code_version(inspect.getfile(strategy_cls)),
     )
     out = Path(output) if output else results_path(tag)
-    done = _load_results(out, tag)
-    resumed = sum(1 for p in problems if p["task_id"] in done)
+    _load_results(out, tag)  # another run's file is refused before it is opened for writing
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fh = out.open("a", encoding="utf-8")
     except OSError as e:
         raise UserError(f"cannot write the results file {out}: {e.strerror or e}") from None
     with fh:
+        _claim(fh, out)
+        done = _load_results(out, tag)  # read again under the claim: what a run before wrote last
+        resumed = sum(1 for p in problems if p["task_id"] in done)
         if progress:
             progress(0, len(problems))
         try:
