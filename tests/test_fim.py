@@ -104,6 +104,18 @@ def test_complete_runs_a_fim_model(tmp_path, tiny):
     assert json.loads(res.stdout)["stats"]["prompt_mode"] == "fim:qwen"
 
 
+def test_running_past_the_trained_context_is_said(tiny):
+    """A context longer than the model was trained on (256 tokens here) is allowed, but a run
+    that goes past it is told so: llama.cpp only writes it to a log the CLI hides."""
+    path = str(tiny["none"].path)
+    short = run_cli("generate", "x", "--model", path, "--n-ctx", "1024", "-n", "4", "--json")
+    assert short.returncode == 0 and "notes" not in json.loads(short.stdout)["stats"], short.stdout
+    long = run_cli("generate", "a b c d " * 50, "--model", path, "--n-ctx", "1024", "-n", "4", "--json")
+    assert long.returncode == 0, long.stderr
+    (note,) = json.loads(long.stdout)["stats"]["notes"]
+    assert "ran past the 256 the model was trained on" in note, note
+
+
 class _CountingTokenizer:
     """The real model, noting how much text each tokenize call is given."""
 

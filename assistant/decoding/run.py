@@ -208,6 +208,12 @@ class Run:
             self.finish("stop")
         if self.finish_reason == "no_valid_infill":  # said once, however many attempts a strategy made
             self.notes.append("no stop was found where the code around the cursor parses: nothing to insert")
+        trained = self.model.n_ctx_train
+        if trained and len(self.prompt_tokens) + len(self.tokens) > trained:  # llama.cpp only logs it
+            self.notes.append(
+                f"prompt and output ({len(self.prompt_tokens) + len(self.tokens)} tokens) ran past the "
+                f"{trained} the model was trained on: the text beyond may be poor"
+            )
         return Done(
             text=self.final_text,
             finish_reason=self.finish_reason or "stop",
