@@ -250,6 +250,12 @@ def calibrate(
         if progress:
             progress(i + 1, len(inputs))
     entropy, label = np.concatenate(ents), np.concatenate(labels)
+    right = int(np.sum(label))
+    if right in (0, len(label)):  # no split or --limit can fit this: say what the model did
+        raise UserError(
+            f"greedy's token was the reference at {right} of {len(label)} positions: fitting a threshold "
+            "needs both right and wrong ones, so this model cannot be calibrated"
+        )
     result = fit_threshold(entropy, label)
     result["split_spread"] = list(split_spread(entropy, label))
     result.update(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from conftest import run_cli
@@ -113,7 +114,17 @@ def test_running_past_the_trained_context_is_said(tiny):
     long = run_cli("generate", "a b c d " * 50, "--model", path, "--n-ctx", "1024", "-n", "4", "--json")
     assert long.returncode == 0, long.stderr
     (note,) = json.loads(long.stdout)["stats"]["notes"]
-    assert "ran past the 256 the model was trained on" in note, note
+    assert "ran past the 256 tokens the model was trained on" in note, note
+
+
+def test_calibrating_a_model_that_never_predicts_the_reference_says_so(tiny, tmp_path):
+    """Random weights never pick the reference token: the error said "use more problems",
+    which no number of problems mends."""
+    env = {"ASSISTANT_DATA_DIR": str(tmp_path)}
+    res = run_cli("calibrate", "--model", str(tiny["none"].path), "--limit", "2", env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert re.search(r"greedy's token was the reference at 0 of \d+ positions", res.stderr), res.stderr
+    assert "cannot be calibrated" in res.stderr and not list(tmp_path.rglob("*.json"))
 
 
 class _CountingTokenizer:

@@ -210,9 +210,8 @@ class Run:
             self.notes.append("no stop was found where the code around the cursor parses: nothing to insert")
         trained = self.model.n_ctx_train
         if trained and len(self.prompt_tokens) + len(self.tokens) > trained:  # llama.cpp only logs it
-            self.notes.append(
-                f"prompt and output ({len(self.prompt_tokens) + len(self.tokens)} tokens) ran past the "
-                f"{trained} the model was trained on: the text beyond may be poor"
+            self.notes.append(  # no count in it: an eval says each distinct note once
+                f"prompt and output ran past the {trained} tokens the model was trained on: the text beyond may be poor"
             )
         return Done(
             text=self.final_text,
