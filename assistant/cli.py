@@ -567,12 +567,13 @@ def eval_humaneval(
     model: ModelOpt = None,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
+    n_ctx: CtxOpt = None,
     as_json: JsonOpt = False,
 ):
     """pass@1 on HumanEval; each completion runs against its tests in the sandbox."""
     from .evals.humaneval import run_humaneval
 
-    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     name = strategy or settings.strategy
     with _say_where_work_is_saved(), _progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:
@@ -645,6 +646,7 @@ def eval_infill(
     model: ModelOpt = None,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
+    n_ctx: CtxOpt = None,
     as_json: JsonOpt = False,
 ):
     """Infill quality: validity, exact match, edit similarity, tests passed."""
@@ -652,7 +654,7 @@ def eval_infill(
 
     if kind not in ("single", "multi", "both"):
         raise UserError("--kind must be single, multi or both")
-    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     name = strategy or settings.strategy
     service.registry.strategy(name)

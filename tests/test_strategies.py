@@ -706,9 +706,10 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     assert other.returncode == 2 and "another run" in other.stderr and "Traceback" not in other.stderr
     assert len(out.read_text().splitlines()) == 2
     # bad settings are refused before any results file is made; --limit 0 is not "all of them",
-    # and -n 0 would fail every problem with an empty completion
+    # -n 0 would fail every problem with an empty completion, and a context too small for some
+    # prompt is found before the problems ahead of it are run
     fresh = tmp_path / "fresh.jsonl"
-    for bad in (["--seed", "-1"], ["-s", "adadec", "-o", "k=0"], ["--limit", "0"], ["-n", "0"]):
+    for bad in (["--seed", "-1"], ["-s", "adadec", "-o", "k=0"], ["--limit", "0"], ["-n", "0"], ["--n-ctx", "256"]):
         res = run_cli("eval", "humaneval", "--model", str(smol_path), "--output", str(fresh), *bad)
         assert res.returncode == 2 and "Traceback" not in res.stderr, (bad, res.stderr)
         assert not re.search(r"humaneval \[[a-z-]+\]", res.stderr), (bad, res.stderr)  # no empty progress bar
@@ -812,6 +813,8 @@ def test_results_of_other_code_do_not_resume(tmp_path):
     assert code_version(str(a)) != code_version(str(b))
     tags = {run_tag(a, "greedy", {}, None, 8, code=code_version(str(p))) for p in (a, b)}
     assert len(tags) == 2
+    # a smaller context can cut an answer short: another context size is another run
+    assert len({run_tag(a, "greedy", {}, None, 8, n_ctx=n) for n in (1024, 4096)}) == 2
     b.write_text("x = 1\n")  # the same code elsewhere (another clone) is the same version
     code_version.cache_clear()
     assert code_version(str(a)) == code_version(str(b))

@@ -34,11 +34,16 @@ def run_tag(
     *,
     resolved: dict | None = None,
     code: str = "",
+    n_ctx: int | None = None,
 ) -> str:
     """Names one run's set-up (model file, strategy, options, seed, token limit, what 'auto'
-    options resolved to, the code's version): a results file resumes only the run that wrote
-    it, never silently one made by older code or with another learned threshold."""
-    settings = json.dumps({"o": options, "s": seed, "m": max_tokens, "r": resolved or {}, "c": code}, sort_keys=True)
+    options resolved to, the code's version, the context size, which can cut a long answer):
+    a results file resumes only the run that wrote it, never silently one made by older code or
+    with another learned threshold."""
+    settings = {"o": options, "s": seed, "m": max_tokens, "r": resolved or {}, "c": code}
+    if n_ctx is not None:
+        settings["x"] = n_ctx
+    settings = json.dumps(settings, sort_keys=True)
     return f"{file_sha256(model_path)[:12]}-{strategy}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
 
@@ -157,6 +162,14 @@ def run_humaneval(
     # bad settings fail here, before a results file is made
     strategy_cls, parsed = service.check(_request(problems[0], strategy, options, seed, max_tokens))
     model = service.model()
+    n_ctx = service.context().n_ctx
+    too_long = [p["task_id"] for p in problems if len(model.bos_tokens() + model.tokenize(p["prompt"])) >= n_ctx]
+    if too_long:  # found now, not after hours of the problems before them
+        named = ", ".join(too_long[:3]) + (", ..." if len(too_long) > 3 else "")
+        raise UserError(
+            f"the prompts of {len(too_long)} problems ({named}) leave no room to generate in a context of "
+            f"{n_ctx} tokens: raise --n-ctx"
+        )
     tag = run_tag(
         model.path,
         strategy,
@@ -165,6 +178,7 @@ def run_humaneval(
         max_tokens,
         resolved=strategy_cls.resolved_settings(parsed, model.path),
         code=code_version(inspect.getfile(strategy_cls)),
+        n_ctx=n_ctx,
     )
     out = Path(output) if output else results_path(tag)
     _load_results(out, tag)  # another run's file is refused before it is opened for writing
