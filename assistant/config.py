@@ -73,6 +73,7 @@ def _user_dir(env: str, default: Path, what: str) -> Path:
 
 # sizes llama.cpp would take silently (threads -2, a context of 0) and then do something else
 _MINIMUM = {"threads": 1, "n_ctx": 16, "n_batch": 1, "n_seq_max": 1}
+_CHOICES = {"ops_backend": ("auto", "numpy", "torch")}
 
 
 def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
@@ -98,6 +99,8 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
         if base is float:
             return float(value)
         if base is str:
+            if name in _CHOICES and str(value) not in _CHOICES[name]:
+                raise UserError(f"{source}: {name} must be one of {', '.join(_CHOICES[name])}, got {value!r}")
             return str(value)
     except (TypeError, ValueError):
         raise UserError(f"{source}: {name} must be {getattr(base, '__name__', base)}, got {value!r}") from None

@@ -123,9 +123,18 @@ def test_masked_sparse_and_dense_paths_agree():
 
 
 def test_backend_selection():
+    """A wrong backend name is a user's error (it was a ValueError traceback from the CLI), and a
+    config file naming one is refused with the file's name."""
+    from assistant.config import load_settings
+    from assistant.errors import UserError
+
     assert ops.backend("auto") is N and ops.backend("numpy") is N
-    with pytest.raises(ValueError, match="ops backend"):
+    with pytest.raises(UserError, match="ops backend"):
         ops.backend("cuda")
+    with pytest.raises(UserError, match="environment ASSISTANT_OPS_BACKEND: ops_backend must be one of auto, numpy"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ASSISTANT_OPS_BACKEND", "cuda")
+            load_settings()
 
 
 @pytest.mark.skipif(not ops.torch_available(), reason="torch not installed (optional extra)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from types import ModuleType
 
+from ..errors import UserError
 from . import numpy_ops
 
 
@@ -24,9 +25,9 @@ def backend(name: str = "auto") -> ModuleType:
     if name in ("auto", "numpy"):
         return numpy_ops
     if name != "torch":
-        raise ValueError(f"ops backend must be 'auto', 'numpy' or 'torch', got {name!r}")
+        raise UserError(f"ops backend must be 'auto', 'numpy' or 'torch', got {name!r}")
     if not torch_available():
-        raise ImportError("the torch backend needs torch: pip install 'llama-assistant[torch]'")
+        raise UserError("the torch backend needs torch: pip install 'llama-assistant[torch]'")
     from . import torch_ops
 
     return torch_ops
