@@ -483,13 +483,14 @@ def bench_speed(
     rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds; best of each path counts.")] = 3,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
+    n_ctx: CtxOpt = None,
     as_json: JsonOpt = False,
 ):
     """Greedy decode speed: engine vs stock llama_cpp.Llama vs a bare llama_decode loop."""
     from .bench.speed import run_speed
 
     _check_bench_sizes(tokens, rounds)
-    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
     result = run_speed(service, n_tokens=tokens, rounds=rounds, progress=note)
@@ -503,9 +504,11 @@ def bench_speed(
         f"(ratio {result['ratio']:.3f} vs stock, {result['engine_vs_raw']:.3f} vs bare loop)"
     )
     typer.echo(f"  bare llama_decode loop       : {result['raw_tok_s']:8.2f} tok/s")
-    typer.echo(f"  prefill                      : {result['prefill_tok_s']:8.2f} tok/s")
+    prefill = f"prefill, {result['prefill_tokens']} tokens"
+    typer.echo(f"  {prefill:<29}: {result['prefill_tok_s']:8.2f} tok/s")
     for k, v in result["batched"].items():
-        typer.echo(f"  batched decode, {k} seq       : {v['steps_per_s']:8.2f} steps/s  {v['tok_s']:8.2f} tok/s")
+        label = f"batched decode, {k} seq"
+        typer.echo(f"  {label:<29}: {v['steps_per_s']:8.2f} steps/s  {v['tok_s']:8.2f} tok/s")
     typer.echo(
         f"  engine tokens == bare loop tokens: {result['engine_matches_raw']}; "
         f"== stock tokens: {result['stock_matches_engine']}"
@@ -519,13 +522,14 @@ def bench_strategies(
     rounds: Annotated[int, typer.Option("--rounds", help="Interleaved rounds; ratios are their median.")] = 3,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
+    n_ctx: CtxOpt = None,
     as_json: JsonOpt = False,
 ):
     """Every strategy on the same prompts: time relative to greedy, forward passes, tokens."""
     from .bench.strategies import run_strategies_bench
 
     _check_bench_sizes(tokens, rounds)
-    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads)
+    settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     note = None if as_json else (lambda msg: typer.echo(f"  {msg}", err=True))
     result = run_strategies_bench(service, n_tokens=tokens, rounds=rounds, progress=note)

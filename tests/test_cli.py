@@ -128,6 +128,8 @@ def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
         (["generate", "x", "-n", "-1", "--model", "{smol}"], "max_tokens must be >= 0, got -1"),
         (["bench", "speed", "--rounds", "0", "--model", "{smol}"], "--rounds must be >= 1, got 0"),
         (["bench", "strategies", "--tokens", "1", "--model", "{smol}"], "--tokens must be >= 2, got 1"),
+        (["bench", "strategies", "--tokens", "5000", "--model", "{smol}"], "--tokens 5000 needs a context of"),
+        (["bench", "speed", "--tokens", "100", "--n-ctx", "256", "--model", "{smol}"], "or raise --n-ctx"),
         (["complete", "{tmp}/notes.txt", "-l", "1", "-c", "1", "--n-indent", "-2"], "n_indent must be >= 0, got -2"),
         (["models", "--model", "{tmp}/notes.txt"], "not a GGUF file"),
     ],

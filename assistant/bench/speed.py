@@ -13,6 +13,7 @@ from collections.abc import Callable
 from ..decoding import Request
 from ..engine import baselines
 from ..service import Service
+from .room import check_room
 
 BENCH_PROMPT = '''import os
 import sys
@@ -37,6 +38,9 @@ def run_speed(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     note = progress or (lambda _msg: None)
+    # beyond prompt and output: the batched rows, beside a second copy of the prompt
+    prompt_len = len(service.model().tokenize(BENCH_PROMPT)) + 1
+    check_room(service, n_tokens, [BENCH_PROMPT], margin=max(batch_sizes) * batch_steps + prompt_len + 16)
     model = service.model()
     ctx = service.context()
     threads = ctx.threads
@@ -57,6 +61,8 @@ def run_speed(
         engine_matches_raw &= engine["tokens"] == raw["tokens"]
         stock_matches &= stock["tokens"] == engine["tokens"]
     note("prefill and batched decode")
+    # a small --n-ctx: the prefill that fits beside what the engine's greedy run left cached
+    prefill_tokens = min(prefill_tokens, ctx.n_ctx - len(prompt) - n_tokens - 1)
     prefill = _prefill_rate(service, prefill_tokens)
     batched = {str(k): _batched_rate(service, k, batch_steps) for k in batch_sizes}
     return {
@@ -75,6 +81,7 @@ def run_speed(
         "engine_matches_raw": engine_matches_raw,
         "stock_matches_engine": stock_matches,
         "prefill_tok_s": round(prefill, 2),
+        "prefill_tokens": prefill_tokens,
         "batched": batched,
     }
 

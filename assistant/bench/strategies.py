@@ -22,6 +22,7 @@ import numpy as np
 
 from ..decoding import Request, Sampling
 from ..service import Service
+from .room import check_room
 
 PROMPTS = [
     'def is_palindrome(s: str) -> bool:\n    """Return True if s reads the same backwards."""\n',
@@ -65,6 +66,10 @@ def run_strategies_bench(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     note = progress or (lambda _m: None)
+    from ..calibration import humaneval_problems
+
+    he_prompts = [p["prompt"] for p in humaneval_problems()[:HUMANEVAL_PROMPTS]]
+    check_room(service, n_tokens, [*PROMPTS, REPETITIVE, *he_prompts], margin=64)  # 64: adadec's lookaheads
     strategies = service.registry.strategies()
     infill_only = [n for n, cls in strategies.items() if getattr(cls, "needs_syntax_guard", False)]
     names = [n for n in strategies if n not in infill_only]
