@@ -110,6 +110,16 @@ def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
     assert texts["\r\n"] == texts["\n"].replace("\n", "\r\n")
 
 
+def test_a_byte_order_mark_is_no_text(tmp_path):
+    """Windows editors may save UTF-8 with a BOM: it took a column on line 1 and a token in the
+    prompt; now the cursor and the prompt are the file's text alone."""
+    from assistant.context.cursor import split_at_cursor
+
+    src = tmp_path / "bom.py"
+    src.write_bytes(b"\xef\xbb\xbfdef add(a, b):\n    return \n")
+    assert split_at_cursor(src, 1, 4) == ("def", " add(a, b):\n    return \n", "\n")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -9,9 +9,10 @@ from ..errors import UserError
 
 def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str, str]:
     """(prefix, suffix, newline): the text with "\n" line ends, as models mostly saw code, and
-    the file's own line end ("\r\n" in a Windows file), which the inserted text must use."""
+    the file's own line end ("\r\n" in a Windows file), which the inserted text must use. A
+    byte-order mark is no text: editors count no column for it, and the model never sees it."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             raw = f.read()
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None
