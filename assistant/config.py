@@ -117,7 +117,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
         raise UserError(f"ASSISTANT_CONFIG names {path}, which is not a file")
     if path.is_file():
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is no TOML
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
             raise UserError(f"config file {path}: {exc}") from None
         for key, value in data.items():

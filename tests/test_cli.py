@@ -118,6 +118,20 @@ def test_a_byte_order_mark_is_no_text(tmp_path):
     src = tmp_path / "bom.py"
     src.write_bytes(b"\xef\xbb\xbfdef add(a, b):\n    return \n")
     assert split_at_cursor(src, 1, 4) == ("def", " add(a, b):\n    return \n", "\n")
+    # files a user writes by hand: a config file, infill cases, a grammar (each was refused)
+    from assistant.config import load_settings
+    from assistant.constraints import read_source
+    from assistant.evals.infill import load_cases
+
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "config.toml").write_bytes(bom + b"max_tokens = 3\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASSISTANT_CONFIG", str(tmp_path / "config.toml"))
+        assert load_settings().max_tokens == 3
+    (tmp_path / "cases.jsonl").write_bytes(bom + b'{"prefix": "a", "suffix": "", "middle": "b"}\n')
+    assert load_cases(tmp_path / "cases.jsonl")[0]["middle"] == "b"
+    (tmp_path / "g.lark").write_bytes(bom + b'start: "yes"\n')
+    assert read_source("lark", tmp_path / "g.lark") == 'start: "yes"\n'
 
 
 @pytest.mark.parametrize(

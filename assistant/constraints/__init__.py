@@ -84,7 +84,7 @@ def read_source(kind: str, path: str | Path) -> str:
     """The text of a grammar or schema file, with a clear error when it cannot be read."""
     p = Path(path).expanduser()
     try:
-        return p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no grammar
     except FileNotFoundError:
         raise ConstraintError(f"{kind} file not found: {p}") from None
     except (OSError, UnicodeDecodeError) as exc:

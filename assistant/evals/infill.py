@@ -62,7 +62,7 @@ def humaneval_cases(kind: str = "single") -> list[dict]:
 def load_cases(path: Path) -> list[dict]:
     cases = []
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is no JSON
     except OSError as exc:
         raise UserError(f"cannot read cases file {path}: {exc}") from None
     except UnicodeDecodeError as exc:
