@@ -96,7 +96,19 @@ class Superposed(Strategy):
         model, ctx, ops = run.model, run.context, run.ops
         if model.architecture in ("gemma3n", "gemma4"):
             raise PluginError(f"superposed decoding does not work on {model.architecture} (per-layer token inputs)")
-        store = get_store(model, o.corpus or None, progress=run.progress, workspace=run.request.workspace)
+
+        def building(label: str, done: int, total: int) -> None:
+            if run.cancel.is_set():  # Ctrl-C while a large corpus is read: stop there, store nothing
+                raise Cancelled("cancelled while building the n-gram store")
+            if run.progress is not None:
+                run.progress(label, done, total)
+
+        try:
+            store = get_store(model, o.corpus or None, progress=building, workspace=run.request.workspace)
+        except Cancelled:
+            run.finish("cancelled")
+            yield run.done(texts=[])
+            return
         logits = run.start()
         root = Draft([], 0.0, stops=run.stops.fork())
         if run.constraint is not None:

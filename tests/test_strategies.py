@@ -518,6 +518,23 @@ def test_ngram_store_rebuilt_after_an_edit_replaces_the_old_one(smol, tmp_path, 
     assert len(list((tmp_path / "cache" / "ngrams").glob("*.npz"))) == 1
 
 
+def test_cancel_while_the_ngram_store_builds_stops_it(service, tmp_path, monkeypatch):
+    """Ctrl-C while a large corpus was read let the build run to its end (a minute on a big
+    corpus) before the run saw it; now the build stops at the next file and nothing is stored."""
+    import threading
+
+    import assistant.ngrams
+
+    monkeypatch.setenv("ASSISTANT_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(assistant.ngrams, "_loaded", {})  # not the store an earlier test loaded
+    cancel = threading.Event()
+    cancel.set()
+    req = Request(prompt="def f(x):\n", max_tokens=3, strategy="superposed", options={"corpus": SMALL_CORPUS})
+    done, _ = run(service, req, cancel=cancel)
+    assert done.finish_reason == "cancelled" and done.text == "" and done.texts == []
+    assert not list((tmp_path / "cache").rglob("*.npz"))
+
+
 def test_a_huge_corpus_file_is_read_within_the_budget_and_tokenized_in_pieces(gemma, tmp_path, monkeypatch):
     """A generated file of megabytes took minutes: read whole, then tokenized in one call whose
     time grows with length times newlines. Now it is read up to the budget, in pieces of whole
