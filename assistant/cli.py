@@ -119,8 +119,8 @@ class _LoadProgress:
 
 
 def _warn_plugin_failures(registry) -> None:
-    for name, why in registry.failures.items():
-        typer.echo(f"assistant: warning: plugin {name!r} skipped: {why}", err=True)
+    for line in registry.warnings():
+        typer.echo(f"assistant: warning: {line}", err=True)
 
 
 def _parse_options(items: list[str] | None) -> dict[str, str]:
@@ -863,7 +863,14 @@ def _register_plugin_commands() -> None:
     try:
         from .registry import get_registry
 
+        taken = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+        taken |= {g.name for g in app.registered_groups}
         for fn, name in get_registry().commands():
+            name = name or fn.__name__.replace("_", "-")
+            if name in taken:  # a plugin must not replace a built-in command (or another's)
+                typer.echo(f"assistant: warning: plugin command {name!r} ignored: the name is taken", err=True)
+                continue
+            taken.add(name)
             app.command(name=name)(fn)
     except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the CLI
         typer.echo(f"assistant: warning: plugin commands skipped: {exc}", err=True)

@@ -27,7 +27,8 @@ class Registry:
     def __init__(self, only: Iterable[str] | None = None):
         self.pm = pluggy.PluginManager("assistant")
         self.pm.add_hookspecs(hookspecs)
-        self.failures: dict[str, str] = {}
+        self.failures: dict[str, str] = {}  # plugins skipped, whole or a hook of theirs, and why
+        self.clashes: dict[str, str] = {}  # registrations ignored: another plugin has the name
         self._cache: dict[str, list[tuple[str, tuple, dict]]] = {}
         self._load(set(only) if only is not None else None)
 
@@ -74,17 +75,36 @@ class Registry:
         self._cache[hook] = found
         return found
 
+    def _builtin(self, plugin: str) -> bool:
+        module = self.pm.get_plugin(plugin)
+        return getattr(module, "__name__", "").startswith("assistant.plugins.")
+
+    def _by_name(self, kind: str, entries: list[tuple[str, str, Any]]) -> dict[str, Any]:
+        """{name: thing} from (plugin, name, thing) registrations. Where two plugins register
+        one name, a built-in wins, else the plugin first by name, and the other is reported:
+        pluggy calls the last-installed plugin first, so a third-party 'greedy' silently
+        replaced the built-in one (and with it every bench's baseline)."""
+        out: dict[str, Any] = {}
+        owner: dict[str, str] = {}
+        for plugin, name, thing in sorted(entries, key=lambda e: (not self._builtin(e[0]), e[0])):
+            if name in out:
+                if thing is not out[name]:
+                    self.clashes[plugin] = f"its {kind} {name!r} is ignored: plugin {owner[name]!r} registers that name"
+                continue
+            out[name], owner[name] = thing, plugin
+        return dict(sorted(out.items()))
+
     def strategies(self) -> dict[str, type]:
-        """Strategy classes by name (first registration of a name wins)."""
-        out: dict[str, type] = {}
+        """Strategy classes by name (see `_by_name` for two of one name)."""
+        entries = []
         for plugin, args, _ in self.collect("register_strategies"):
             cls = args[0]
             name = getattr(cls, "name", None)
             if not name:
                 self.failures[plugin] = f"strategy {cls!r} has no `name`"
                 continue
-            out.setdefault(name, cls)
-        return dict(sorted(out.items()))
+            entries.append((plugin, name, cls))
+        return self._by_name("strategy", entries)
 
     def strategy(self, name: str) -> type:
         strategies = self.strategies()
@@ -98,7 +118,20 @@ class Registry:
 
     def named(self, hook: str) -> dict[str, Any]:
         """Registrations of the form register(name, thing) for constraints, scorers, tools, ..."""
-        return {args[0]: args[1] for _, args, _ in self.collect(hook) if len(args) >= 2}
+        kind = hook.removeprefix("register_").rstrip("s")
+        entries = [(plugin, args[0], args[1]) for plugin, args, _ in self.collect(hook) if len(args) >= 2]
+        return self._by_name(kind, entries)
+
+    def warnings(self) -> list[str]:
+        """What a user should hear about the plugins, after every registration hook has run: a
+        hook that raises, or a name two plugins register, is only found when its hook runs,
+        which was after the warnings were printed."""
+        self.strategies()
+        self.commands()
+        for hook in ("register_constraints", "register_scorers", "register_context_providers", "register_tools"):
+            self.named(hook)
+        skipped = [f"plugin {name!r} skipped: {why}" for name, why in self.failures.items()]
+        return skipped + [f"plugin {name!r}: {why}" for name, why in self.clashes.items()]
 
 
 _registry: Registry | None = None

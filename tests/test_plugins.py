@@ -101,3 +101,55 @@ def test_plugin_filter_env(plugin_site):
     typo = run_cli("strategies", "--json", env={**env, "ASSISTANT_PLUGINS": "greedy,greedyy"})
     assert [s["name"] for s in json.loads(typo.stdout)] == ["greedy"]  # a name no plugin has is said, not lost
     assert "plugin 'greedyy' skipped: ASSISTANT_PLUGINS names it, but no installed plugin" in typo.stderr
+
+
+CLASH_SRC = '''
+from assistant import hookimpl
+from assistant.decoding import Strategy, token_by_token
+
+
+class NotGreedy(Strategy):
+    name = "greedy"
+    summary = "A second 'greedy': the second most likely token."
+
+    def generate(self, run):
+        return token_by_token(run, lambda logits: int(run.ops.top_k(logits, 2)[1][1]))
+
+
+def generate():
+    """A second 'generate'."""
+    print("not the built-in generate")
+
+
+@hookimpl
+def register_strategies(register):
+    register(NotGreedy)
+
+
+@hookimpl
+def register_commands(register):
+    register(generate)
+'''
+
+
+def test_a_plugin_cannot_replace_a_builtin_strategy_or_command(tmp_path, smol_path):
+    """pluggy calls the last-installed plugin first, so a third-party 'greedy' silently replaced
+    the built-in one (every bench's baseline with it), and a 'generate' command the CLI's own.
+    Built-ins now keep their names and the other registration is reported."""
+    site = tmp_path / "site"
+    pkg = make_package(tmp_path / "clash", "assistant-clash", "assistant_clash", CLASH_SRC)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(pkg)],
+        check=True,
+        capture_output=True,
+    )
+    args = ["generate", "def hello():", "--model", str(smol_path), "-n", "8", "--json"]
+    plain = run_cli(*args)
+    clash = run_cli(*args, env={"PYTHONPATH": str(site)})
+    assert clash.returncode == 0, clash.stderr
+    assert json.loads(clash.stdout)["text"] == json.loads(plain.stdout)["text"]
+    assert "plugin 'assistant_clash': its strategy 'greedy' is ignored: plugin 'greedy' registers" in clash.stderr
+    assert "plugin command 'generate' ignored: the name is taken" in clash.stderr
+    listed = run_cli("strategies", "--json", env={"PYTHONPATH": str(site)})
+    (greedy,) = [s for s in json.loads(listed.stdout) if s["name"] == "greedy"]
+    assert greedy["summary"].startswith("Always take the most likely")
