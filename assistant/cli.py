@@ -80,11 +80,18 @@ def _settings(role: str, model: Path | None = None, **flags: Any) -> Settings:
 
 
 def _service(settings: Settings, *, quiet: bool = False):
+    from .engine import gpu_offload_supported
     from .service import Service
 
     progress = None if quiet else _LoadProgress()
     service = Service(settings, on_progress=progress)
     _warn_plugin_failures(service.registry)
+    if settings.n_gpu_layers and not gpu_offload_supported():  # llama.cpp would run on the CPU, silently
+        typer.echo(
+            f"assistant: warning: n_gpu_layers {settings.n_gpu_layers} has no effect: this llama-cpp-python "
+            "build has no GPU offload (README: GPU and distributed builds)",
+            err=True,
+        )
     return service
 
 

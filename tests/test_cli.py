@@ -307,3 +307,17 @@ def test_a_gpu_build_loaded_after_numpy_is_warned_about():
         res = subprocess.run([sys.executable, "-c", code.format(gpu=gpu)], capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         assert ("warned: numpy was imported before llama.cpp" in res.stdout) == warned, res.stdout
+
+
+def test_gpu_layers_on_a_cpu_only_build_are_said_to_do_nothing(smol_path):
+    """llama.cpp ignores --n-gpu-layers on a build without GPU offload and runs on the CPU
+    without a word; the KV-cache memory check, skipped for offloaded models, must still run."""
+    from assistant.engine import gpu_offload_supported
+
+    res = run_cli("generate", "x", "-n", "2", "-ngl", "99", "--model", str(smol_path))
+    assert res.returncode == 0, res.stderr
+    said = "n_gpu_layers 99 has no effect: this llama-cpp-python build has no GPU offload" in res.stderr
+    assert said == (not gpu_offload_supported()), res.stderr
+    if not gpu_offload_supported():
+        big = run_cli("generate", "x", "-ngl", "99", "--n-ctx", "100000000", "--model", str(smol_path))
+        assert big.returncode == 2 and "GiB of KV cache and this machine has" in big.stderr, big.stderr

@@ -4,6 +4,7 @@
 # llama-cpp-python 0.3.36 segfaulted in every model load on an H200 image (numpy 2.5.2,
 # CUDA 13), even with no layer offloaded; loaded first, it ran every strategy there.
 from . import _llama  # noqa: F401  (isort keeps it first)
+from ._llama import gpu_offload_supported
 from .context import Context, Sequence, common_prefix, default_threads
 from .counters import Counters
 from .gguf_file import GGUFInfo, check_gguf_path, read_info
@@ -21,5 +22,6 @@ __all__ = [
     "check_gguf_path",
     "common_prefix",
     "default_threads",
+    "gpu_offload_supported",
     "read_info",
 ]

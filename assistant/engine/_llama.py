@@ -44,6 +44,11 @@ if _numpy_loaded_first() and llama_cpp.llama_supports_gpu_offload():
 _state: dict[str, object] = {}
 
 
+def gpu_offload_supported() -> bool:
+    """Whether this build of llama.cpp can put layers on a GPU (CUDA, Metal, Vulkan, ...)."""
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 def _log_callback(level, text, user_data):  # pragma: no cover - only when logging is on
     sys.stderr.write(text.decode("utf-8", "replace"))
 

@@ -51,7 +51,8 @@ class Model:
         params.n_gpu_layers = int(n_gpu_layers)
         if hasattr(params, "use_mmap"):
             params.use_mmap = use_mmap
-        self.n_gpu_layers = int(n_gpu_layers)
+        # a CPU-only build ignores the request: everything is in RAM (the KV check must know)
+        self.n_gpu_layers = int(n_gpu_layers) if _llama.gpu_offload_supported() else 0
         self.rpc_servers = tuple(servers)
         with _llama.interrupts_deferred() as interrupted:
 
