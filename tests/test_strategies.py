@@ -722,6 +722,15 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     other = run_cli(*[a if a != "48" else "40" for a in args])
     assert other.returncode == 2 and "another run" in other.stderr and "Traceback" not in other.stderr
     assert len(out.read_text().splitlines()) == 2
+    # a last line an interruption cut short: the problem is redone once, on a line of its own
+    first, second = out.read_text().splitlines()
+    out.write_text(first + "\n" + second[:40])
+    assert json.loads(run_cli(*args).stdout)["resumed"] == 1
+    assert json.loads(run_cli(*args).stdout)["resumed"] == 2  # it was redone on every resume
+    from assistant.evals.humaneval import read_results
+
+    lines = read_results(out)  # the records the file now holds (the redone one included)
+    assert [r["task_id"] for r in lines] == ["HumanEval/0", "HumanEval/1"]
     # bad settings are refused before any results file is made; --limit 0 is not "all of them",
     # -n 0 would fail every problem with an empty completion, and a context too small for some
     # prompt is found before the problems ahead of it are run

@@ -139,6 +139,23 @@ def _claim(fh, out: Path) -> None:
         pass
 
 
+def _end_cut_line(fh, out: Path) -> None:
+    """End a last line an interruption cut short: the next record appended to it made one
+    broken line of both, so that problem was redone, and lost again, on every resume."""
+    try:
+        with out.open("rb") as raw:
+            raw.seek(0, 2)
+            if raw.tell() == 0:
+                return
+            raw.seek(-1, 2)
+            cut = raw.read(1) != b"\n"
+    except OSError:
+        return
+    if cut:
+        fh.write("\n")
+        fh.flush()
+
+
 def program(problem: dict, completion: str) -> str:
     return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
 
@@ -189,6 +206,7 @@ def run_humaneval(
         raise UserError(f"cannot write the results file {out}: {e.strerror or e}") from None
     with fh:
         _claim(fh, out)
+        _end_cut_line(fh, out)
         done = _load_results(out, tag)  # read again under the claim: what a run before wrote last
         resumed = sum(1 for p in problems if p["task_id"] in done)
         if progress:
