@@ -773,6 +773,14 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     assert res.returncode == 2 and "holds no results" in res.stderr and "Traceback" not in res.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_full_disk_while_eval_writes_is_one_line(smol_path):
+    """A write that fails (a full disk) ended `eval humaneval` in a traceback."""
+    res = run_cli("eval", "humaneval", "--model", str(smol_path), "--limit", "1", "-n", "4", "--output", "/dev/full")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "cannot write the results file /dev/full: No space left on device" in res.stderr
+
+
 def test_ctrl_c_in_eval_says_what_was_saved(tmp_path, smol_path):
     """Ctrl-C during `eval humaneval`: the problems done are kept, the command says where and
     that running it again resumes (typer used to end it silently, exit 130)."""

@@ -152,8 +152,15 @@ def _end_cut_line(fh, out: Path) -> None:
     except OSError:
         return
     if cut:
-        fh.write("\n")
-        fh.flush()
+        _append(fh, out, "\n")
+
+
+def _append(fh, out: Path, text: str, *, saved: int | None = None, total: int = 0) -> None:
+    try:
+        fh.write(text.encode("utf-8"))
+    except OSError as e:  # a full disk, a quota, a network mount gone
+        kept = f"; {saved} of {total} problems are saved, and the same command resumes there" if saved else ""
+        raise UserError(f"cannot write the results file {out}: {e.strerror or e}{kept}") from None
 
 
 def program(problem: dict, completion: str) -> str:
@@ -201,7 +208,7 @@ def run_humaneval(
     _load_results(out, tag)  # another run's file is refused before it is opened for writing
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fh = out.open("a", encoding="utf-8")
+        fh = out.open("ab", buffering=0)  # unbuffered: a write that fails (a full disk) fails here, not at close
     except OSError as e:
         raise UserError(f"cannot write the results file {out}: {e.strerror or e}") from None
     with fh:
@@ -215,8 +222,8 @@ def run_humaneval(
             for i, prob in enumerate(problems):
                 if prob["task_id"] not in done:
                     record = {**_solve(service, prob, strategy, options, seed, max_tokens, timeout), "run": tag}
-                    fh.write(json.dumps(record) + "\n")
-                    fh.flush()
+                    saved = sum(1 for p in problems if p["task_id"] in done)
+                    _append(fh, out, json.dumps(record) + "\n", saved=saved, total=len(problems))
                     done[prob["task_id"]] = record  # counted as saved once it is in the file
                 if progress:
                     progress(i + 1, len(problems))
