@@ -93,7 +93,13 @@ def _stdlib_files() -> tuple[Path, ...]:
 
 
 def stdlib_corpus() -> list[Path]:
-    return list(_stdlib_files())
+    files = list(_stdlib_files())
+    if not files:  # some system Pythons ship the standard library compiled only
+        raise UserError(
+            f"no Python standard library sources under {sysconfig.get_paths()['stdlib']} for the n-gram "
+            "corpus: name one with -o corpus=PATH (a folder of source files)"
+        )
+    return files
 
 
 def corpus_files(spec: str | None, workspace: str | Path | None = None) -> list[Path]:
@@ -219,7 +225,7 @@ def corpus_root_id(files: list[Path]) -> str:
 
 def corpus_signature(files: list[Path]) -> str:
     h = hashlib.sha256()
-    if files and files == stdlib_corpus():  # the stdlib only changes with the interpreter
+    if files and files == list(_stdlib_files()):  # the stdlib only changes with the interpreter
         h.update(f"stdlib:{sysconfig.get_paths()['stdlib']}:{sys.version}".encode())
         return h.hexdigest()[:20]
     for f in files:

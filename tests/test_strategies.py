@@ -692,9 +692,10 @@ def test_default_corpus_is_the_whole_git_repository_of_the_workspace(tmp_path):
     assert corpus_files(None, plain) == stdlib
 
 
-def test_a_corpus_the_user_names_must_hold_source_files(tmp_path):
+def test_a_corpus_the_user_names_must_hold_source_files(tmp_path, monkeypatch):
+    import assistant.ngrams
     from assistant.errors import UserError
-    from assistant.ngrams import corpus_files
+    from assistant.ngrams import corpus_files, corpus_signature
 
     (tmp_path / "empty").mkdir()
     for spec, message in (
@@ -704,6 +705,13 @@ def test_a_corpus_the_user_names_must_hold_source_files(tmp_path):
     ):
         with pytest.raises(UserError, match=message):
             corpus_files(str(spec), None)
+    # a system Python with its standard library compiled only: the fallback says what to do
+    monkeypatch.setattr(assistant.ngrams, "_stdlib_files", lambda: ())
+    for spec in ("stdlib", None):
+        with pytest.raises(UserError, match="no Python standard library sources .* -o corpus=PATH"):
+            corpus_files(spec, None)
+    (tmp_path / "a.py").write_text("x = 1\n")
+    assert corpus_signature(corpus_files(str(tmp_path / "a.py"), None))  # another corpus still works
 
 
 def test_eval_humaneval_is_resumable(tmp_path, smol_path):
