@@ -92,7 +92,29 @@ def _service(settings: Settings, *, quiet: bool = False):
             "build has no GPU offload (README: GPU and distributed builds)",
             err=True,
         )
+    _warn_model_beyond_memory(settings)
     return service
+
+
+def _warn_model_beyond_memory(settings: Settings) -> None:
+    """A GGUF larger than this machine's memory loads (llama.cpp maps it) and then reads the
+    disk for every token: minutes a token, with no word why."""
+    from .engine import gpu_offload_supported, physical_memory
+
+    path, memory = settings.completion_model, physical_memory()
+    if not path or not memory or (settings.n_gpu_layers and gpu_offload_supported()):
+        return
+    try:
+        size = Path(path).expanduser().stat().st_size
+    except OSError:  # a missing file is said when it loads
+        return
+    if size > 0.9 * memory:
+        typer.echo(
+            f"assistant: warning: the model file is {size / 2**30:.1f} GiB and this machine has "
+            f"{memory / 2**30:.1f} GiB of memory: llama.cpp will read it from disk for every token (very "
+            "slow); use a smaller quantisation, or offload layers to a GPU (--n-gpu-layers)",
+            err=True,
+        )
 
 
 class _LoadProgress:

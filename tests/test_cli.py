@@ -321,3 +321,14 @@ def test_gpu_layers_on_a_cpu_only_build_are_said_to_do_nothing(smol_path):
     if not gpu_offload_supported():
         big = run_cli("generate", "x", "-ngl", "99", "--n-ctx", "100000000", "--model", str(smol_path))
         assert big.returncode == 2 and "GiB of KV cache and this machine has" in big.stderr, big.stderr
+
+
+def test_a_model_larger_than_memory_is_warned_of(tmp_path):
+    """llama.cpp maps such a file and then reads the disk for every token, without a word."""
+    huge = tmp_path / "huge.gguf"
+    with huge.open("wb") as fh:  # sparse: no disk is used
+        fh.write(b"GGUF")
+        fh.truncate(1 << 40)
+    res = run_cli("generate", "x", "-n", "1", "--model", str(huge))
+    assert "warning: the model file is 1024.0 GiB and this machine has" in res.stderr, res.stderr
+    assert res.returncode != 0 and "Traceback" not in res.stderr  # then the load fails: it is no model

@@ -5,7 +5,7 @@
 # CUDA 13), even with no layer offloaded; loaded first, it ran every strategy there.
 from . import _llama  # noqa: F401  (isort keeps it first)
 from ._llama import gpu_offload_supported
-from .context import Context, Sequence, common_prefix, default_threads
+from .context import Context, Sequence, common_prefix, default_threads, physical_memory
 from .counters import Counters
 from .gguf_file import GGUFInfo, check_gguf_path, read_info
 from .model import FimTokens, Model
@@ -23,5 +23,6 @@ __all__ = [
     "common_prefix",
     "default_threads",
     "gpu_offload_supported",
+    "physical_memory",
     "read_info",
 ]

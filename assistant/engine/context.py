@@ -148,6 +148,14 @@ class Sequence:
         self.id = -1
 
 
+def physical_memory() -> int | None:
+    """Bytes of memory this machine has; None where the OS does not say (not POSIX)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def _check_kv_fits(model: Model, n_ctx: int) -> None:
     """Refuse a context whose KV cache cannot fit in this machine's memory, before llama.cpp
     tries: asked for 10^8 or 10^9 tokens, it took 5-20 GB and up to 35 s before failing, and a
@@ -156,9 +164,8 @@ def _check_kv_fits(model: Model, n_ctx: int) -> None:
     against 17 GB estimated). Not checked when layers are offloaded to a GPU, whose cache is
     elsewhere."""
     need = n_ctx * model.kv_bytes_per_token
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: llama.cpp will say
+    memory = physical_memory()
+    if memory is None:  # not POSIX: llama.cpp will say
         return
     if model.n_gpu_layers == 0 and need > memory:
         trained = f", the model was trained on {model.n_ctx_train}" if model.n_ctx_train else ""
