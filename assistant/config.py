@@ -29,7 +29,7 @@ class Settings:
     chat_model: str | None = None  # GGUF path; None = bundled SmolLM2-135M-Instruct
     model_dirs: list[str] = field(default_factory=list)  # folders `assistant models` lists
     n_gpu_layers: int = 0
-    threads: int | None = None  # None = every core this process may use
+    threads: int | None = None  # None = one per physical core this process may use
     n_ctx: int = 4096
     n_seq_max: int = 8
     n_batch: int = 512

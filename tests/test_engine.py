@@ -440,3 +440,18 @@ def test_too_few_or_too_many_sequences_are_user_errors(smol):
     done = service.run(Request(prompt="x = ", max_tokens=12, strategy="adadec", options=options))
     assert len(done.tokens) == 12 and done.stats["pauses"] >= 1
     assert service.context().free_sequences == 2  # all but the service's main sequence
+
+
+def test_default_threads_are_one_per_physical_core(tmp_path, monkeypatch):
+    """As llama.cpp's own default: hardware threads sharing a core (SMT) count once; where sysfs
+    does not say, every usable CPU counts."""
+    from assistant.engine import default_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    for cpu, siblings in enumerate(("0,2", "1,3", "0,2", "1,3")):
+        (tmp_path / f"cpu{cpu}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{cpu}" / "topology" / "thread_siblings_list").write_text(siblings + "\n")
+    assert default_threads(tmp_path) == 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})  # one thread of each core allowed
+    assert default_threads(tmp_path) == 2
+    assert default_threads(tmp_path / "missing") == 2

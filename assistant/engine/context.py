@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from collections.abc import Sequence as Seq
+from pathlib import Path
 
 import llama_cpp
 import numpy as np
@@ -38,11 +39,22 @@ PRICE_PROGRESS = "timing decode prices (once a week)"  # the label `progress` he
 Progress = Callable[[str, int, int], None]  # (label, done, total), as `Run.progress`
 
 
-def default_threads() -> int:
+def default_threads(sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
+    """One thread per physical core this process may use, as llama.cpp's own default: a
+    second hardware thread on a core shares its memory bandwidth and vector units, and on a
+    decode (memory-bound) mostly adds waiting. Every usable CPU where sysfs does not say."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        try:
+            siblings = (sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text().strip()
+        except OSError:
+            return max(1, len(cpus))
+        cores.add(siblings)  # the same text for every hardware thread of one core
+    return max(1, len(cores))
 
 
 def _price_key(model: Model, threads: int, n_batch: int, embeddings: bool) -> str:
