@@ -34,7 +34,9 @@ app.add_typer(bench_app, name="bench")
 # -- shared options ---------------------------------------------------------------------------
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Any GGUF file (default: bundled model).")]
 GpuOpt = Annotated[int | None, typer.Option("--n-gpu-layers", "-ngl", help="Layers to offload to the GPU.")]
-ThreadsOpt = Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads (default: one per physical core).")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", "-t", help="CPU threads (default: one per physical core).")
+]
 CtxOpt = Annotated[int | None, typer.Option("--n-ctx", help="Context size in tokens (default 4096).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
 StrategyOpt = Annotated[
