@@ -367,7 +367,14 @@ def complete(
     strategy: StrategyOpt = None,
     option: OptionOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")] = 64,
-    n_indent: Annotated[int, typer.Option("--n-indent", help="Stop at a new line indented less than this.")] = 0,
+    n_indent: Annotated[
+        int | None,
+        typer.Option(
+            "--n-indent",
+            help="Stop at a new line indented less than this (default: the cursor line's indentation, "
+            "as llama.vim sends; 0: no limit).",
+        ),
+    ] = None,
     temperature: TempOpt = None,
     seed: SeedOpt = None,
     stop: StopOpt = None,
@@ -388,6 +395,9 @@ def complete(
     from .context.syntax import known_extensions, language_of
 
     prefix, suffix, newline = split_at_cursor(file, line, column)
+    if n_indent is None:  # the block the cursor is in: a completion ends where it does
+        current = prefix[prefix.rfind("\n") + 1 :] + suffix.split("\n", 1)[0]
+        n_indent = len(current) - len(current.lstrip(" \t"))
     language = language_of(file, (prefix + suffix).split("\n", 1)[0])
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)

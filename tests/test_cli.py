@@ -110,6 +110,22 @@ def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
     assert texts["\r\n"] == texts["\n"].replace("\n", "\r\n")
 
 
+def test_complete_stops_at_the_end_of_the_cursors_block_by_default(tmp_path):
+    """As llama.vim sends n_indent = the cursor line's indentation: a completion inside a
+    function ends where the function does (it ran on into the next function); --n-indent 0
+    lifts the limit, and the limited text is where the same greedy decode was cut."""
+    src = tmp_path / "m.py"
+    src.write_text("def add(a, b):\n    \n\nprint(add(1, 2))\n")
+    args = ["complete", str(src), "-l", "2", "-c", "5", "-n", "24", "--json"]
+    block = json.loads(run_cli(*args).stdout)["text"]
+    free = json.loads(run_cli(*args, "--n-indent", "0").stdout)["text"]
+    assert free.startswith(block)
+    assert all(not line.strip() or line.startswith("    ") for line in block.split("\n")[1:]), block
+    if free != block:  # what was cut is a line that leaves the block
+        rest = free[len(block) :]
+        assert rest[:1].strip() and not block[-1:].strip(), (block, rest)
+
+
 def test_a_byte_order_mark_is_no_text(tmp_path):
     """Windows editors may save UTF-8 with a BOM: it took a column on line 1 and a token in the
     prompt; now the cursor and the prompt are the file's text alone."""
