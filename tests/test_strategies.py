@@ -435,6 +435,20 @@ def test_superposed_gives_distinct_drafts(service):
     assert 0.5 * st["decode_seconds"] <= span <= st["seconds"] - st["prompt_seconds"] + 1e-3, st
 
 
+def test_superposed_finished_drafts_are_distinct_texts(service):
+    """Under a regex the drafts end early, some in the text of one already finished, reached in
+    other tokens: those took finished slots and pushed distinct drafts out (k=5 gave 3)."""
+    from assistant.plugins.superposed import Draft, _best_distinct
+
+    drafts = [Draft([1], -1.0, text="aa"), Draft([2, 3], -0.5, text="aa"), Draft([4], -3.0, text="ab")]
+    assert [(d.text, d.tokens) for d in _best_distinct(drafts, 2)] == [("aa", [2, 3]), ("ab", [4])]
+    regex = service.registry.named("register_constraints")["regex"]("[ab]{5}", service.model(), origin="test")
+    req = Request(prompt='x = "', max_tokens=8, strategy="superposed", options={"k": "5", "corpus": SMALL_CORPUS})
+    done, _ = run(service, req, constraint=regex)
+    assert len(set(done.texts)) == len(done.texts) >= 4, done.texts
+    assert all(len(t) == 5 and set(t) <= {"a", "b"} for t in done.texts), done.texts
+
+
 def test_superposed_keeps_k_drafts_on_a_tiny_corpus(service, tmp_path):
     """A corpus that knows one continuation: the tokens it never saw score with the no-match
     penalty instead of log 0, so they rank last but still fill the k drafts (they were dropped,
