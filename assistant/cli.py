@@ -392,7 +392,7 @@ def complete(
 ):
     """Infill at a cursor in FILE and print only the inserted text."""
     from .context.cursor import split_at_cursor
-    from .context.syntax import known_extensions, language_of
+    from .context.syntax import language_of
 
     prefix, suffix, newline = split_at_cursor(file, line, column)
     if n_indent is None:  # the block the cursor is in: a completion ends where it does
@@ -401,14 +401,6 @@ def complete(
     language = language_of(file, (prefix + suffix).split("\n", 1)[0])
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
-    name = strategy or settings.strategy
-    if language is None and (syntax_valid or getattr(service.registry.strategy(name), "needs_syntax_guard", False)):
-        # checked as Python it would be: a Markdown file's middle would never "parse"
-        why = "--syntax-valid" if syntax_valid else f"strategy {name}"
-        raise UserError(
-            f"{why} checks that the file parses, and {file.name} is of no language it knows "
-            f"(by extension: {known_extensions()}; or a #! line naming python, node, bash, sh, ruby or php)"
-        )
     request = _request(
         settings,
         strategy=strategy,

@@ -10,9 +10,10 @@ from pathlib import Path
 from . import bundled, engine, ops  # noqa: F401  engine before ops: llama.cpp loads before numpy (engine/__init__)
 from .config import Settings, cache_dir
 from .context import build_prompt
+from .context.syntax import known_extensions
 from .decoding import Constraint, Done, Event, Request, Run
 from .engine import Context, Model, PriceBook, check_gguf_path
-from .errors import Cancelled
+from .errors import Cancelled, UserError
 from .registry import Registry, get_registry
 
 
@@ -81,7 +82,17 @@ class Service:
         with it: lets a long job (an eval) refuse bad input before it starts."""
         request.validate()
         strategy_cls = self.registry.strategy(request.strategy)
-        return strategy_cls, strategy_cls.parse_options(request.options)
+        options = strategy_cls.parse_options(request.options)
+        parses = request.syntax_valid or getattr(strategy_cls, "needs_syntax_guard", False)
+        if request.is_infill and parses and request.language is None and request.filename:
+            # a file of a kind no parser knows would be checked as Python: a Markdown file's
+            # middle would never "parse" (and a heading would, as a comment)
+            why = "--syntax-valid" if request.syntax_valid else f"strategy {request.strategy}"
+            raise UserError(
+                f"{why} checks that the file parses, and {request.filename} is of no language it knows "
+                f"(by extension: {known_extensions()}; or a #! line naming python, node, bash, sh, ruby or php)"
+            )
+        return strategy_cls, options
 
     def generate(
         self,
