@@ -86,3 +86,20 @@ def test_cli_constraint_flags(tmp_path, smol_path):
     assert res.returncode == 2 and "missing_rule" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("generate", "x", "--model", str(smol_path), "--regex", "a", "--grammar", str(bad))
     assert res.returncode == 2 and "only one of" in res.stderr
+
+
+def test_shipped_grammars_are_usable_by_name(tmp_path):
+    """Installed from PyPI there is no grammars/ folder to point a path at: a shipped grammar
+    or schema is found by its name, with or without its suffix; a wrong name lists them. A
+    file of that name in the current folder still comes first."""
+    from assistant.constraints import read_source
+
+    assert read_source("lark", "json") == read_source("lark", "json.lark") == grammars.path("json.lark").read_text()
+    assert read_source("json-schema", "tool_call") == grammars.path("tool_call.schema.json").read_text()
+    with pytest.raises(ConstraintError, match="shipped, usable by name: json.lark, python_line.lark"):
+        read_source("lark", "nope")
+    with pytest.raises(ConstraintError, match="not found"):
+        read_source("lark", "tool_call")  # a schema is no grammar
+    own = tmp_path / "json"
+    own.write_text('start: "mine"\n')
+    assert read_source("lark", own) == 'start: "mine"\n'
