@@ -239,3 +239,22 @@ def test_bad_infill_cases_are_one_clear_error(tmp_path, content, message):
     good = tmp_path / "good.jsonl"
     good.write_text('{"prefix": "x = ", "suffix": "\\n", "middle": "1"}\n')
     assert load_cases(good)[0]["id"] == "good.jsonl:1"
+
+
+def test_infill_cases_name_their_language(tmp_path, smol_path):
+    """Cases of another language were parsed as Python (a JavaScript middle was never valid):
+    a case may say its language; a test runs only for Python, and a wrong name is refused."""
+    js = {"prefix": "function add(a, b) {\n  return ", "suffix": ";\n}\n", "middle": "a + b", "language": "javascript"}
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text(json.dumps(js) + "\n")
+    res = run_cli("eval", "infill", "--cases", str(cases), "-n", "8", "--model", str(smol_path), "--json")
+    assert res.returncode == 0, res.stderr
+    (row,) = json.loads(res.stdout)["rows"]
+    assert row["syntax_valid"] == parses(js["prefix"] + row["completion"] + js["suffix"], "javascript")
+    for bad, message in (
+        ({**js, "language": "klingon"}, "'language' must be one of bash, c, "),
+        ({**js, "test": "assert True"}, "'test' runs as Python, and this case is javascript"),
+    ):
+        cases.write_text(json.dumps(bad) + "\n")
+        res = run_cli("eval", "infill", "--cases", str(cases), "--model", str(smol_path))
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -1,4 +1,5 @@
-"""`assistant eval infill`: infilling quality on cases {"prefix", "suffix", "middle", "test"?}.
+"""`assistant eval infill`: infilling quality on cases {"prefix", "suffix", "middle", "test"?,
+"language"? (default python; a test runs only for Python)}.
 
 Default cases are cut from the HumanEval canonical solutions: one line masked after its
 indentation (single-line) and a three-line block (multi-line); each keeps the problem's tests.
@@ -16,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..calibration import humaneval_problems
-from ..context.syntax import parses
+from ..context.syntax import EXTENSIONS, parses
 from ..decoding import Request
 from ..errors import UserError
 from ..sandbox import run_python
+
+LANGUAGES = frozenset(EXTENSIONS.values())
 
 
 def humaneval_cases(kind: str = "single") -> list[dict]:
@@ -81,6 +84,11 @@ def load_cases(path: Path) -> list[dict]:
             raise UserError(f"{path}:{n}: missing string field(s) {', '.join(missing)}")
         if not isinstance(case.get("test", ""), str | None):
             raise UserError(f"{path}:{n}: 'test' must be a string of Python to run after the file")
+        language = case.get("language", "python")
+        if language not in LANGUAGES:  # parsed as Python, a JavaScript case was never valid
+            raise UserError(f"{path}:{n}: 'language' must be one of {', '.join(sorted(LANGUAGES))}, got {language!r}")
+        if language != "python" and case.get("test"):
+            raise UserError(f"{path}:{n}: 'test' runs as Python, and this case is {language}")
         case.setdefault("id", f"{Path(path).name}:{n}")
         cases.append(case)
     if not cases:
@@ -108,7 +116,7 @@ def run_infill_eval(
             max_tokens=max_tokens,
             strategy=strategy,
             options=dict(options or {}),
-            language=language,
+            language=case.get("language", language),
             syntax_valid=syntax_valid,
             stop=["\n"] if single else [],
         )
@@ -120,7 +128,7 @@ def run_infill_eval(
     rows = []
     try:
         for n, case in enumerate(cases, 1):
-            rows.append(_run_case(service, request(case), case, language))
+            rows.append(_run_case(service, request(case), case, case.get("language", language)))
             if progress:
                 progress(n, len(cases))
     except KeyboardInterrupt:  # Ctrl-C: the cases done so far are still a result, said as partial
