@@ -83,6 +83,9 @@ class Service:
         request.validate()
         strategy_cls = self.registry.strategy(request.strategy)
         options = strategy_cls.parse_options(request.options)
+        if getattr(strategy_cls, "needs_syntax_guard", False) and not request.is_infill:
+            # said before an eval opens its results file and shows its bar, not at its first problem
+            raise UserError(f"{request.strategy} needs an infill request (a prefix and a suffix)")
         parses = request.syntax_valid or getattr(strategy_cls, "needs_syntax_guard", False)
         if request.is_infill and parses and request.language is None and request.filename:
             # a file of a kind no parser knows would be checked as Python: a Markdown file's

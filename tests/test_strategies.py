@@ -757,7 +757,8 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     # -n 0 would fail every problem with an empty completion, and a context too small for some
     # prompt is found before the problems ahead of it are run
     fresh = tmp_path / "fresh.jsonl"
-    for bad in (["--seed", "-1"], ["-s", "adadec", "-o", "k=0"], ["--limit", "0"], ["-n", "0"], ["--n-ctx", "256"]):
+    bad_settings = (["--seed", "-1"], ["-s", "adadec", "-o", "k=0"], ["--limit", "0"], ["-n", "0"], ["--n-ctx", "256"])
+    for bad in (*bad_settings, ["-s", "grammar-infill"]):  # an infill-only strategy
         res = run_cli("eval", "humaneval", "--model", str(smol_path), "--output", str(fresh), *bad)
         assert res.returncode == 2 and "Traceback" not in res.stderr, (bad, res.stderr)
         assert not re.search(r"humaneval \[[a-z-]+\]", res.stderr), (bad, res.stderr)  # no empty progress bar
