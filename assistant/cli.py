@@ -88,23 +88,25 @@ def _service(settings: Settings, *, quiet: bool = False):
     progress = None if quiet else _LoadProgress()
     service = Service(settings, on_progress=progress)
     _warn_plugin_failures(service.registry)
-    if settings.n_gpu_layers and not gpu_offload_supported():  # llama.cpp would run on the CPU, silently
+    offloads = bool(settings.n_gpu_layers) and gpu_offload_supported()
+    if settings.n_gpu_layers and not offloads:  # llama.cpp would run on the CPU, silently
         typer.echo(
             f"assistant: warning: n_gpu_layers {settings.n_gpu_layers} has no effect: this llama-cpp-python "
             "build has no GPU offload (README: GPU and distributed builds)",
             err=True,
         )
-    _warn_model_beyond_memory(settings)
+    if not offloads:
+        _warn_model_beyond_memory(settings.completion_model)
     return service
 
 
-def _warn_model_beyond_memory(settings: Settings) -> None:
+def _warn_model_beyond_memory(path: str | None) -> None:
     """A GGUF larger than this machine's memory loads (llama.cpp maps it) and then reads the
     disk for every token: minutes a token, with no word why."""
-    from .engine import gpu_offload_supported, physical_memory
+    from .engine import physical_memory
 
-    path, memory = settings.completion_model, physical_memory()
-    if not path or not memory or (settings.n_gpu_layers and gpu_offload_supported()):
+    memory = physical_memory()
+    if not path or not memory:
         return
     try:
         size = Path(path).expanduser().stat().st_size

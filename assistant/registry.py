@@ -18,6 +18,10 @@ from . import hookspecs
 from .errors import PluginError
 
 ENTRY_POINT_GROUP = "assistant"
+# the hooks whose calls are register(name, thing): every spec but strategies' and commands'
+NAMED_HOOKS = tuple(
+    n for n in vars(hookspecs) if n.startswith("register_") and n not in ("register_strategies", "register_commands")
+)
 ONLY_ENV = "ASSISTANT_PLUGINS"
 
 
@@ -128,7 +132,7 @@ class Registry:
         which was after the warnings were printed."""
         self.strategies()
         self.commands()
-        for hook in ("register_constraints", "register_scorers", "register_context_providers", "register_tools"):
+        for hook in NAMED_HOOKS:
             self.named(hook)
         skipped = [f"plugin {name!r} skipped: {why}" for name, why in self.failures.items()]
         return skipped + [f"plugin {name!r}: {why}" for name, why in self.clashes.items()]

@@ -10,7 +10,7 @@ from pathlib import Path
 from . import bundled, engine, ops  # noqa: F401  engine before ops: llama.cpp loads before numpy (engine/__init__)
 from .config import Settings, cache_dir
 from .context import build_prompt
-from .context.syntax import known_extensions
+from .context.syntax import known_languages
 from .decoding import Constraint, Done, Event, Request, Run
 from .engine import Context, Model, PriceBook, check_gguf_path
 from .errors import Cancelled, UserError
@@ -83,17 +83,22 @@ class Service:
         request.validate()
         strategy_cls = self.registry.strategy(request.strategy)
         options = strategy_cls.parse_options(request.options)
-        if getattr(strategy_cls, "needs_syntax_guard", False) and not request.is_infill:
+        infill_only = getattr(strategy_cls, "needs_syntax_guard", False)
+        if infill_only and not request.is_infill:
             # said before an eval opens its results file and shows its bar, not at its first problem
             raise UserError(f"{request.strategy} needs an infill request (a prefix and a suffix)")
-        parses = request.syntax_valid or getattr(strategy_cls, "needs_syntax_guard", False)
-        if request.is_infill and parses and request.language is None and request.filename:
+        if (
+            request.is_infill
+            and (request.syntax_valid or infill_only)
+            and request.language is None
+            and request.filename
+        ):
             # a file of a kind no parser knows would be checked as Python: a Markdown file's
             # middle would never "parse" (and a heading would, as a comment)
             why = "--syntax-valid" if request.syntax_valid else f"strategy {request.strategy}"
             raise UserError(
                 f"{why} checks that the file parses, and {request.filename} is of no language it knows "
-                f"(by extension: {known_extensions()}; or a #! line naming python, node, bash, sh, ruby or php)"
+                f"({known_languages()})"
             )
         return strategy_cls, options
 

@@ -38,13 +38,12 @@ def run_speed(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     note = progress or (lambda _msg: None)
-    # beyond prompt and output: the batched rows, beside a second copy of the prompt
-    prompt_len = len(service.model().tokenize(BENCH_PROMPT)) + 1
-    check_room(service, n_tokens, [BENCH_PROMPT], margin=max(batch_sizes) * batch_steps + prompt_len + 16)
     model = service.model()
     ctx = service.context()
     threads = ctx.threads
     prompt = model.bos_tokens() + model.tokenize(BENCH_PROMPT)
+    # beyond prompt and output: the batched rows, beside a second copy of the prompt
+    check_room(service, n_tokens, [BENCH_PROMPT], margin=max(batch_sizes) * batch_steps + len(prompt) + 16)
     n_ctx = max(1024, len(prompt) + n_tokens + 16)
     best = {"stock": 0.0, "engine": 0.0, "raw": 0.0}
     engine_matches_raw = stock_matches = True

@@ -66,10 +66,7 @@ def run_strategies_bench(
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     note = progress or (lambda _m: None)
-    from ..calibration import humaneval_problems
-
-    he_prompts = [p["prompt"] for p in humaneval_problems()[:HUMANEVAL_PROMPTS]]
-    check_room(service, n_tokens, [*PROMPTS, REPETITIVE, *he_prompts], margin=64)  # 64: adadec's lookaheads
+    check_room(service, n_tokens, [*PROMPTS, REPETITIVE, *_humaneval_prompts()], margin=64)  # 64: adadec's lookaheads
     strategies = service.registry.strategies()
     infill_only = [n for n, cls in strategies.items() if getattr(cls, "needs_syntax_guard", False)]
     names = [n for n in strategies if n not in infill_only]
@@ -238,15 +235,19 @@ def _adadec_analysis(service: Service, results: dict, n_tokens: int, rounds: int
 HUMANEVAL_PROMPTS = 8
 
 
+def _humaneval_prompts() -> list[str]:
+    from ..calibration import humaneval_problems
+
+    return [p["prompt"] for p in humaneval_problems()[:HUMANEVAL_PROMPTS]]
+
+
 def _adadec_on_humaneval(service: Service, n_tokens: int) -> dict:
     """adadec against greedy on the first HumanEval prompts (each continued for n_tokens, as
     the main rows): how much the pause rate, and with it the cost, depends on the workload.
     Each prompt is evaluated once untimed, then timed greedy, adadec, greedy, so every timed run
     reuses the cached prompt (a cold first greedy run paid the prefill and made adadec look
     ~15% cheaper); the ratio is the adadec total over the mean greedy total."""
-    from ..calibration import humaneval_problems
-
-    prompts = [p["prompt"] for p in humaneval_problems()[:HUMANEVAL_PROMPTS]]
+    prompts = _humaneval_prompts()
     greedy_s = adadec_s = 0.0
     greedy_passes = adadec_passes = pauses = tokens = prompt_tokens = reused = 0
     for prompt in prompts:

@@ -80,16 +80,25 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
     return GrammarConstraint(matcher, model.n_vocab, f"{kind}{where}")
 
 
+def _suffixes(kind: str) -> tuple[str, ...]:
+    return (".lark",) if kind == "lark" else (".schema.json", ".json")
+
+
+def _shipped_names(kind: str) -> list[str]:
+    from .. import grammars
+
+    return [n for n in grammars.available() if n.endswith(_suffixes(kind))]
+
+
 def shipped(kind: str, name: str) -> Path | None:
     """A grammar or schema shipped in `assistant.grammars` by its name, with or without its
     suffix (`json`, `sql_select.lark`, `tool_call`): installed from PyPI there is no
     `grammars/` folder to point a path at."""
     from .. import grammars
 
-    suffixes = (".lark",) if kind == "lark" else (".schema.json", ".json")
-    known = grammars.available()
-    for candidate in (name, *(name + s for s in suffixes)):
-        if candidate in known and candidate.endswith(suffixes):
+    known = _shipped_names(kind)
+    for candidate in (name, *(name + s for s in _suffixes(kind))):
+        if candidate in known:
             return grammars.path(candidate)
     return None
 
@@ -98,14 +107,12 @@ def read_source(kind: str, path: str | Path) -> str:
     """The text of a grammar or schema file (a path, or the name of a shipped one), with a
     clear error when it cannot be read."""
     p = Path(path).expanduser()
-    if not p.exists() and shipped(kind, str(path)) is not None:
-        p = shipped(kind, str(path))
+    if not p.exists():
+        p = shipped(kind, str(path)) or p
     try:
         return p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no grammar
     except FileNotFoundError:
-        from .. import grammars
-
-        names = ", ".join(n for n in grammars.available() if n.endswith(".lark" if kind == "lark" else ".json"))
+        names = ", ".join(_shipped_names(kind))
         raise ConstraintError(f"{kind} file not found: {p} (shipped, usable by name: {names})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConstraintError(f"cannot read {kind} file {p}: {exc}") from None

@@ -66,8 +66,10 @@ def language_of(path: str | Path | None, first_line: str = "") -> str | None:
     return language
 
 
-def known_extensions() -> str:
-    return " ".join(sorted(EXTENSIONS))
+def known_languages() -> str:
+    """How a file's language is known, for messages: the extensions, then the interpreters."""
+    *first, last = INTERPRETERS
+    return f"by extension: {' '.join(sorted(EXTENSIONS))}; or a #! line naming {', '.join(first)} or {last}"
 
 
 @lru_cache(maxsize=32)

@@ -155,11 +155,13 @@ def _end_cut_line(fh, out: Path) -> None:
         _append(fh, out, "\n")
 
 
-def _append(fh, out: Path, text: str, *, saved: int | None = None, total: int = 0) -> None:
+def _append(fh, out: Path, text: str, saved: Callable[[], int] | None = None, total: int = 0) -> None:
+    """`saved` counts, only when the write fails, the problems the file already holds."""
     try:
         fh.write(text.encode("utf-8"))
     except OSError as e:  # a full disk, a quota, a network mount gone
-        kept = f"; {saved} of {total} problems are saved, and the same command resumes there" if saved else ""
+        n = saved() if saved else 0
+        kept = f"; {n} of {total} problems are saved, and the same command resumes there" if n else ""
         raise UserError(f"cannot write the results file {out}: {e.strerror or e}{kept}") from None
 
 
@@ -216,21 +218,23 @@ def run_humaneval(
         _end_cut_line(fh, out)
         done = _load_results(out, tag)  # read again under the claim: what a run before wrote last
         resumed = sum(1 for p in problems if p["task_id"] in done)
+
+        def saved() -> int:
+            return sum(1 for p in problems if p["task_id"] in done)
+
         if progress:
             progress(0, len(problems))
         try:
             for i, prob in enumerate(problems):
                 if prob["task_id"] not in done:
                     record = {**_solve(service, prob, strategy, options, seed, max_tokens, timeout), "run": tag}
-                    saved = sum(1 for p in problems if p["task_id"] in done)
-                    _append(fh, out, json.dumps(record) + "\n", saved=saved, total=len(problems))
+                    _append(fh, out, json.dumps(record) + "\n", saved, len(problems))
                     done[prob["task_id"]] = record  # counted as saved once it is in the file
                 if progress:
                     progress(i + 1, len(problems))
         except KeyboardInterrupt:
-            saved = sum(1 for p in problems if p["task_id"] in done)
             raise Interrupted(
-                f"interrupted: {saved} of {len(problems)} problems are saved in {out}; the same command resumes there"
+                f"interrupted: {saved()} of {len(problems)} problems are saved in {out}; the same command resumes there"
             ) from None
     records = [done[p["task_id"]] for p in problems]
     n = len(records)

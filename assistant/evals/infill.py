@@ -128,7 +128,7 @@ def run_infill_eval(
     rows = []
     try:
         for n, case in enumerate(cases, 1):
-            rows.append(_run_case(service, request(case), case, case.get("language", language)))
+            rows.append(_run_case(service, request(case), case))
             if progress:
                 progress(n, len(cases))
     except KeyboardInterrupt:  # Ctrl-C: the cases done so far are still a result, said as partial
@@ -158,13 +158,13 @@ def run_infill_eval(
     return summary
 
 
-def _run_case(service, req: Request, case: dict, language: str) -> dict:
+def _run_case(service, req: Request, case: dict) -> dict:
     """One case: the completion, whether the file then parses, how close it is, its test."""
     t0 = time.perf_counter()
     final = service.run(req)
     seconds = time.perf_counter() - t0
     middle = final.text
-    valid = parses(case["prefix"] + middle + case["suffix"], language)
+    valid = parses(case["prefix"] + middle + case["suffix"], req.language)
     row = {
         "id": case.get("id"),
         "completion": middle,
