@@ -213,8 +213,9 @@ def _stream(
     newline: str = "\n",
 ) -> None:
     """Run a request: stream text to stdout (`live`; else print exactly the text at the end, as
-    `complete` does for a caller that inserts it, with the file's `newline`), or print one JSON
-    object at the end."""
+    `complete` does for a caller that inserts it: with the file's `newline` and without trailing
+    blank lines, which the text after the cursor already has), or print one JSON object at the
+    end."""
     done, pauses = None, []
     service.context()  # load first: Ctrl-C while a model loads simply quits
     with _ctrl_c_cancels(service) as cancel:
@@ -228,12 +229,20 @@ def _stream(
                 pauses.append(dataclasses.asdict(event))
             elif kind == "Done":
                 done = event
+    if not live:  # llama.vim drops them too: the n_indent cut leaves the dedented line's newline
+        done.text = _without_blank_tail(done.text)
+        done.texts = done.texts and list(dict.fromkeys(_without_blank_tail(t) for t in done.texts))
     if newline != "\n":
         done.text = done.text.replace("\n", newline)
         done.texts = done.texts and [t.replace("\n", newline) for t in done.texts]
     _show(done, request, pauses, as_json=as_json, extra=extra, live=live)
     if done.finish_reason == "cancelled":
         raise SystemExit(130)
+
+
+def _without_blank_tail(text: str) -> str:
+    """The text less the blank (or whitespace-only) lines it ends with."""
+    return re.sub(r"(?:\n[ \t]*)+\Z", "", text)
 
 
 def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | None, live: bool) -> None:
