@@ -455,3 +455,18 @@ def test_default_threads_are_one_per_physical_core(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1})  # one thread of each core allowed
     assert default_threads(tmp_path) == 2
     assert default_threads(tmp_path / "missing") == 2
+
+
+def test_a_batch_too_small_for_the_sequences_is_a_user_error(smol):
+    """llama.cpp keeps an output row per sequence in every batch and aborts the process
+    (GGML_ASSERT) when n_batch, or the context it is lowered to, has fewer: ASSISTANT_N_BATCH=8
+    killed every run with a core dump."""
+    from assistant.errors import UserError
+
+    with pytest.raises(UserError, match=r"n_seq_max \+ 1 = 9 rows .* n_batch is 8"):
+        Context(smol, n_ctx=256, n_seq_max=8, n_batch=8)
+    with pytest.raises(UserError, match=r"n_seq_max \+ 1 = 21 rows .* the context is 16 tokens"):
+        Context(smol, n_ctx=16, n_seq_max=20)
+    ctx = Context(smol, n_ctx=256, n_seq_max=8, n_batch=9)  # the least that works
+    assert ctx.n_batch == 9
+    ctx.close()

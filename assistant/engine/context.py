@@ -210,6 +210,12 @@ class Context:
         _check_kv_fits(model, params.n_ctx)
         if not 1 <= n_seq_max < LLAMA_MAX_SEQ:  # one more is kept for padding and timing
             raise UserError(f"n_seq_max must be 1 to {LLAMA_MAX_SEQ - 1} (llama.cpp's limit), got {n_seq_max}")
+        if min(n_batch, params.n_ctx) <= n_seq_max:  # an output row per sequence, or llama.cpp aborts
+            what = f"n_batch is {n_batch}" if n_batch <= n_seq_max else f"the context is {params.n_ctx} tokens"
+            raise UserError(
+                f"a batch must hold n_seq_max + 1 = {n_seq_max + 1} rows (one for every sequence and one for "
+                f"padding) and {what}: raise it, or lower n_seq_max (config file or ASSISTANT_N_SEQ_MAX)"
+            )
         params.n_batch = n_batch
         params.n_ubatch = n_batch
         params.n_seq_max = n_seq_max + 1  # one more, private: the scratch sequence (padding, timing)
