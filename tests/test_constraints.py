@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import pytest
@@ -52,9 +53,19 @@ def test_regex_constraint(service):
     c = build("regex", r"[0-9]{3}-[0-9]{4}", service.model())
     done = [e for e in service.generate(Request(prompt="Phone: ", max_tokens=12), constraint=c)][-1]
     assert done.finish_reason == "stop"
-    import re
-
     assert re.fullmatch(r"[0-9]{3}-[0-9]{4}", done.text), done.text
+
+
+def test_a_match_cut_by_the_token_limit_is_said_to_be_incomplete(service):
+    """A JSON object cut at --max-tokens looked like output (exit 0, no word); now a note says
+    the text is incomplete, and only then."""
+    c = build("regex", r"[0-9]{3}-[0-9]{4}", service.model(), origin="--regex")
+    short = [e for e in service.generate(Request(prompt="Phone: ", max_tokens=3), constraint=c)][-1]
+    assert short.finish_reason == "length" and not re.fullmatch(r"[0-9]{3}-[0-9]{4}", short.text)
+    assert any("before the regex in --regex was matched" in n for n in short.stats["notes"]), short.stats
+    c = build("regex", r"[0-9]{3}", service.model())
+    whole = [e for e in service.generate(Request(prompt="Phone: ", max_tokens=3), constraint=c)][-1]
+    assert re.fullmatch(r"[0-9]{3}", whole.text) and "notes" not in whole.stats, whole
 
 
 @pytest.mark.parametrize(

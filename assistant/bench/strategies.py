@@ -320,6 +320,9 @@ class _Timed:
     def fork(self):
         return _Timed(self.inner.fork(), self.clock)
 
+    def complete(self):
+        return self.inner.complete()
+
 
 def _mask_overhead(service: Service, n_tokens: int) -> dict:
     """Per-token cost of a real grammar constraint (llguidance, the shipped JSON grammar) during

@@ -44,6 +44,9 @@ class GrammarConstraint:
     def fork(self) -> GrammarConstraint:
         return GrammarConstraint(self.matcher.deep_copy(), self.n_vocab, self.description)
 
+    def complete(self) -> bool:
+        return self.matcher.is_accepting()
+
 
 def grammar_text(kind: str, source: str) -> str:
     """An llguidance grammar from a Lark grammar, a regex, or a JSON schema (text)."""

@@ -21,6 +21,9 @@ class Constraint(Protocol):
     def fork(self) -> Constraint:
         """An independent copy for a forked sequence."""
 
+    def complete(self) -> bool:
+        """Whether the tokens so far are a whole match (the output may end here)."""
+
 
 class AllowedTokens:
     """The simplest constraint: a fixed set of token ids (plus end-of-generation tokens)."""
@@ -40,3 +43,6 @@ class AllowedTokens:
 
     def fork(self) -> AllowedTokens:
         return self
+
+    def complete(self) -> bool:
+        return True

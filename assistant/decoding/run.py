@@ -208,6 +208,12 @@ class Run:
             self.finish("stop")
         if self.finish_reason == "no_valid_infill":  # said once, however many attempts a strategy made
             self.notes.append("no stop was found where the code around the cursor parses: nothing to insert")
+        complete = getattr(self.constraint, "complete", None)  # a plugin's constraint may not say
+        if self.finish_reason == "length" and complete is not None and not complete():
+            self.notes.append(  # a JSON object cut mid-way looks like output; say it is not
+                f"the token limit came before the {getattr(self.constraint, 'description', 'constraint')} "
+                "was matched: the text is incomplete; raise the limit (--max-tokens)"
+            )
         trained = self.model.n_ctx_train
         if trained and len(self.prompt_tokens) + len(self.tokens) > trained:  # llama.cpp only logs it
             self.notes.append(  # no count in it: an eval says each distinct note once
