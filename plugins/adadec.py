@@ -116,6 +116,8 @@ class AdaDec(Strategy):
         return pick_schedule(run, o.k, o.lookahead, BEST_FIRST_WASTE)
 
     def generate(self, run: Run):
+        if self.options.k + 1 > run.context.n_seq_max:  # the run's sequence and a fork per candidate:
+            run.context.refuse_sequences(self.options.k + 1)  # best-first may hold them all as well
         tau, source = self.resolve_threshold(run)
         run.extra_stats.update(
             adadec_threshold=round(tau, 4), threshold_source=source, adadec_schedule=self.options.schedule, pauses=0

@@ -19,6 +19,7 @@ from assistant.calibration import humaneval_problems
 from assistant.config import Settings
 from assistant.decoding import AllowedTokens, Done, Drafts, Pause, Request, Sampling, Token
 from assistant.engine import Context
+from assistant.errors import UserError
 from assistant.registry import get_registry
 from assistant.service import Service
 
@@ -198,6 +199,13 @@ def test_adadec_auto_schedule_weighs_measured_prices(service):
     assert cheaper_schedule(10.0, 10.5, 0.15, k=3, length=5, best_first_waste=1.7) == "batch"
     done, _ = run(service, Request(prompt="x = ", max_tokens=2, strategy="adadec", options={"threshold": "0"}))
     assert done.stats["adadec_schedule"] in ("batch", "best-first")
+    # k forks more than the context's sequences (or than n_batch: a traceback from the timing
+    # decode) are refused before the run starts, whatever the schedule: best-first may hold them all
+    n = service.context().n_seq_max
+    for k, schedule in ((n, "auto"), (n, "best-first"), (600, "auto")):
+        options = {"threshold": "0", "k": str(k), "schedule": schedule}
+        with pytest.raises(UserError, match=f"needs {k + 1} sequences at once and the context has {n}"):
+            run(service, Request(prompt="x = ", max_tokens=2, strategy="adadec", options=options))
 
 
 def test_a_damaged_calibration_store_is_no_calibration(isolated_env, smol_path):
