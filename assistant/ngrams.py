@@ -142,6 +142,7 @@ class NgramStore:
     def __init__(self, tables: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], n_tokens: int):
         self.tables = tables  # m -> (ctx_keys, ctx_counts, pair_keys, pair_counts), keys sorted
         self.n_tokens = n_tokens
+        self.corpus = ""  # what it was built from, in words (`describe_corpus`)
 
     @classmethod
     def build(cls, tokens: np.ndarray) -> NgramStore:
@@ -216,6 +217,16 @@ class NgramStore:
             return cls(tables, int(z["n_tokens"]))
 
 
+def describe_corpus(files: list[Path]) -> str:
+    """Which corpus a store came from, for the user: the default falls back silently to the
+    standard library outside a git repository."""
+    if files and files == list(_stdlib_files()):
+        return f"the Python standard library ({len(files)} files)"
+    if len(files) == 1:
+        return str(files[0])
+    return f"{os.path.commonpath([str(f) for f in files])} ({len(files)} files)"
+
+
 def corpus_root_id(files: list[Path]) -> str:
     """Which corpus (the folder its files share), apart from its contents: a store rebuilt
     after an edit replaces the one before instead of piling up beside it."""
@@ -252,6 +263,7 @@ def get_store(
     if mem_key in _loaded:
         return _loaded[mem_key]
     _loaded[mem_key] = store = _load_or_build(model, files, key, progress)
+    store.corpus = describe_corpus(files)
     return store
 
 
@@ -282,6 +294,7 @@ def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
             pass  # unreadable (a disk error, an older writer's half file): build it again
     chunks: list[np.ndarray] = []
     chars = 0
+    label = f"n-gram corpus: {describe_corpus(files)}"
     for i, f in enumerate(files):
         try:  # at most what the budget has left: one huge file would take minutes to tokenize
             with f.open(encoding="utf-8") as fh:
@@ -291,11 +304,11 @@ def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
         chunks.append(np.asarray(_tokenize_by_lines(model, text) + [_SEP], dtype=np.int64))
         chars += len(text)
         if progress:
-            progress("tokenizing n-gram corpus", i + 1, len(files))
+            progress(label, i + 1, len(files))
         if chars >= MAX_CHARS:
             break
     if progress:
-        progress("tokenizing n-gram corpus", len(files), len(files))
+        progress(label, len(files), len(files))
     if not chunks:
         raise UserError("the n-gram corpus is empty")
     store = NgramStore.build(np.concatenate(chunks))

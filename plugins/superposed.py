@@ -119,6 +119,7 @@ class Superposed(Strategy):
             run.finish("cancelled")
             yield run.done(texts=[])
             return
+        run.extra_stats.update(ngram_corpus=store.corpus, ngram_tokens=store.n_tokens)
         logits = run.start()
         root = Draft([], 0.0, stops=run.stops.fork())
         if run.constraint is not None:

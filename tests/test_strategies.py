@@ -467,6 +467,8 @@ def test_superposed_keeps_k_drafts_on_a_tiny_corpus(service, tmp_path):
     steps = [e for e in events if isinstance(e, Drafts) and not e.final]
     assert all(len(e.texts) == 3 for e in steps), [e.texts for e in steps]
     assert len(set(done.texts)) == 3, done.texts
+    # which corpus the store came from is said (the default falls back to the stdlib silently)
+    assert done.stats["ngram_corpus"] == f"{tmp_path / 'a.py'}" and 0 < done.stats["ngram_tokens"] < 30
 
 
 def test_superposed_rescore_ranks_by_the_models_log_probability(service, smol):
@@ -712,6 +714,10 @@ def test_default_corpus_is_the_whole_git_repository_of_the_workspace(tmp_path):
     plain = tmp_path / "plain"
     plain.mkdir()
     assert corpus_files(None, plain) == stdlib
+    from assistant.ngrams import describe_corpus
+
+    assert describe_corpus(stdlib) == f"the Python standard library ({len(stdlib)} files)"
+    assert describe_corpus(expected) == f"{repo} (2 files)"
 
 
 def test_a_corpus_the_user_names_must_hold_source_files(tmp_path, monkeypatch):
