@@ -30,7 +30,7 @@ from .code_hash import code_hash
 from .config import data_dir
 from .engine import common_prefix
 from .errors import UserError
-from .files import read_json_object, write_text_atomically
+from .files import read_json_object, update_json_object
 
 STORE = "adadec_thresholds.json"
 HASHES = "gguf_hashes.json"
@@ -61,10 +61,10 @@ def file_sha256(path: Path) -> str:
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
-    cache[key] = h.hexdigest()
+    digest = h.hexdigest()
     with contextlib.suppress(OSError):  # a cache: computed again next time
-        _write_json(cache_file, cache)
-    return cache[key]
+        update_json_object(cache_file, lambda cache: cache.__setitem__(key, digest))
+    return digest
 
 
 def load_calibration(model_path: Path) -> dict | None:
@@ -92,16 +92,12 @@ def finite_number(x) -> bool:
 
 def save_threshold(model_path: Path, result: dict) -> None:
     store_file = data_dir() / STORE
-    store = read_json_object(store_file)
-    store[file_sha256(model_path)] = {**result, "model_path": str(model_path), "saved": time.time()}
+    entry = {**result, "model_path": str(model_path), "saved": time.time()}
+    key = file_sha256(model_path)
     try:
-        _write_json(store_file, store)
+        update_json_object(store_file, lambda store: store.__setitem__(key, entry))
     except OSError as exc:
         raise UserError(f"cannot save the threshold to {store_file}: {exc.strerror or exc}") from None
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    write_text_atomically(path, json.dumps(obj, indent=1))
 
 
 def forced_inputs(model, n_ctx: int, problems: list[dict]) -> list[tuple[list[int], int]]:

@@ -50,3 +50,31 @@ def read_json_object(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def update_json_object(path: Path, change: Callable[[dict], None], *, sort_keys: bool = False) -> None:
+    """Read the JSON object at `path`, let `change` edit it, write it back whole: one process at
+    a time (a lock file beside it), or two calibrations ending together each wrote the store
+    as it read it, and the first one's threshold was lost."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent / f".{path.name}.lock"):
+        data = read_json_object(path)
+        change(data)
+        write_text_atomically(path, json.dumps(data, indent=1, sort_keys=sort_keys))
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """An exclusive lock held for the block; none where the OS or file system has no `flock`."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(lock_path, "a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts)
+            pass
+        yield

@@ -4,6 +4,9 @@ be used is a clear error, a cache that cannot be written only costs rebuilding."
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -37,6 +40,20 @@ def test_writers_racing_on_one_file_leave_one_whole_version(tmp_path):
     watcher.join()
     assert not torn and path.read_bytes() in payloads
     assert [p.name for p in path.parent.iterdir()] == ["entry.bin"]  # no temporary file left
+
+
+def test_updates_racing_on_one_store_keep_every_entry(tmp_path):
+    """Read-modify-write from several processes at once (two calibrations ending together, two
+    runs saving decode prices): each wrote the store as it read it, and entries were lost."""
+    path = tmp_path / "store.json"
+    code = (
+        "import sys\nfrom assistant.files import update_json_object\n"
+        "for i in range(40):\n"
+        "    update_json_object(sys.argv[1], lambda d, i=i: d.__setitem__(f'{sys.argv[2]}-{i}', i))\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), f"p{n}"]) for n in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    assert len(json.loads(path.read_text())) == 4 * 40
 
 
 def test_a_failed_write_keeps_the_old_file(tmp_path):

@@ -11,13 +11,12 @@ or corrupt file only means measuring again.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
-from ..files import read_json_object, write_text_atomically
+from ..files import read_json_object, update_json_object
 
 MAX_AGE_S = 7 * 24 * 3600
 MAX_KEYS = 64  # the oldest keys go first: one per model, thread count and offload in use
@@ -63,17 +62,19 @@ class PriceBook:
 
     def save(self, key: str, rows: int, seconds: float) -> None:
         """Store one price (best effort: a read-only cache directory only costs re-measuring)."""
-        data = read_json_object(self.path)
-        entry = data.pop(key, None)
-        if not isinstance(entry, dict) or not isinstance(entry.get("rows"), dict):
-            entry = {"rows": {}}
-        entry["rows"][str(int(rows))] = [float(seconds), time.time()]
-        entry["used"] = time.time()
-        data[key] = entry
-        for old in sorted(data, key=lambda k: _used(data[k]))[: max(0, len(data) - MAX_KEYS)]:
-            del data[old]
+
+        def change(data: dict) -> None:
+            entry = data.pop(key, None)
+            if not isinstance(entry, dict) or not isinstance(entry.get("rows"), dict):
+                entry = {"rows": {}}
+            entry["rows"][str(int(rows))] = [float(seconds), time.time()]
+            entry["used"] = time.time()
+            data[key] = entry
+            for old in sorted(data, key=lambda k: _used(data[k]))[: max(0, len(data) - MAX_KEYS)]:
+                del data[old]
+
         with contextlib.suppress(OSError):
-            write_text_atomically(self.path, json.dumps(data, indent=1, sort_keys=True))
+            update_json_object(self.path, change, sort_keys=True)
 
 
 def _used(entry) -> float:
