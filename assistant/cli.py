@@ -12,6 +12,7 @@ import re
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -876,6 +877,8 @@ class _progress_bar:
     def __enter__(self):
         if not self.enabled:
             return lambda done, total: None
+        if not sys.stderr.isatty():  # a log file: rich would write the bar once, at the end
+            return _ProgressLines(self.label)
         task = None
 
         def advance(done: int, total: int) -> None:
@@ -901,6 +904,27 @@ class _progress_bar:
         if self._progress is not None:
             self._progress.stop()
         return False
+
+
+class _ProgressLines:
+    """Progress as plain lines for a log (stderr not a terminal): the start, then at most one
+    line every `every` seconds, and the end. A 20-minute eval run under nohup said nothing
+    until it was over."""
+
+    def __init__(self, label: str, every: float = 30.0, clock=time.monotonic):
+        self.label, self.every, self.clock = label, every, clock
+        self.t0 = self.last = None
+        self.said = None  # the count in the last line
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.t0 is None:
+            self.t0 = now
+        elif done == self.said or (done < total and now - self.last < self.every):
+            return
+        self.last, self.said = now, done
+        elapsed = int(now - self.t0)
+        typer.echo(f"{self.label}: {done}/{total} ({elapsed // 60}:{elapsed % 60:02d} elapsed)", err=True)
 
 
 def _register_plugin_commands() -> None:

@@ -353,3 +353,25 @@ def test_a_model_larger_than_memory_is_warned_of(tmp_path):
     res = run_cli("generate", "x", "-n", "1", "--model", str(huge))
     assert "warning: the model file is 1024.0 GiB and this machine has" in res.stderr, res.stderr
     assert res.returncode != 0 and "Traceback" not in res.stderr  # then the load fails: it is no model
+
+
+def test_progress_of_a_long_job_in_a_log_is_lines(tmp_path, smol_path):
+    """stderr to a file (a job under nohup): rich wrote its bar once, at the end; now a line at
+    the start, at most one each 30 s, and one at the end."""
+    from assistant.cli import _ProgressLines
+
+    out = tmp_path / "he.jsonl"
+    res = run_cli("eval", "humaneval", "-m", str(smol_path), "--limit", "2", "-n", "4", "--output", str(out))
+    assert res.returncode == 0, res.stderr
+    lines = [line for line in res.stderr.splitlines() if line.startswith("humaneval [greedy]: ")]
+    assert [line.split()[2] for line in lines] == ["0/2", "2/2"], res.stderr
+    assert "━" not in res.stderr  # no bar drawn for a terminal that is not there
+    now = [0.0]
+    said = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("typer.echo", lambda text, err=False: said.append(text))
+        progress = _ProgressLines("job", every=30.0, clock=lambda: now[0])
+        for done, t in ((0, 0), (1, 10), (2, 31), (3, 40), (3, 41), (4, 45)):
+            now[0] = t
+            progress(done, 4)
+    assert said == ["job: 0/4 (0:00 elapsed)", "job: 2/4 (0:31 elapsed)", "job: 4/4 (0:45 elapsed)"]
