@@ -846,18 +846,31 @@ def test_ctrl_c_in_eval_says_what_was_saved(tmp_path, smol_path):
 
 def test_ctrl_c_in_eval_infill_reports_the_cases_done(smol_path):
     """Ctrl-C during `eval infill` (not resumable: no results file) used to end it silently and
-    lose every case; now the figures of the cases done are printed, marked as partial."""
-    args = [sys.executable, "-m", "assistant", "eval", "infill", "--model", str(smol_path), "--json"]
+    lose every case; now the figures of the cases done are printed, marked as partial. (The
+    signal goes once the cases have started, as the first progress line says: a fixed wait
+    could end inside the model's load on a busy machine.)"""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    time.sleep(6)  # the model loaded and some of the 164 cases done
+    args = [sys.executable, "-m", "assistant", "eval", "infill", "--model", str(smol_path)]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    assert proc.stderr.readline().startswith("infill [greedy]: 0/164")
+    started = time.monotonic() - t0
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err.decode(), err.decode()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    assert re.search(r"interrupted: the figures cover \d+ of 164 cases", err), err
+    assert out.startswith("[greedy] n="), out
+    # --json shows no progress: it waits as long as the cases took to start above, and half again
+    proc = subprocess.Popen([*args, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    time.sleep(1.5 * started + 1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err, err
     summary = json.loads(out)
     assert summary["interrupted"] is True and summary["cases"] == 164
     assert summary["n"] == len(summary["rows"]) < 164
-    assert f"interrupted: the figures cover {summary['n']} of 164 cases" in err.decode()
+    assert f"interrupted: the figures cover {summary['n']} of 164 cases" in err
 
 
 def test_ctrl_c_in_calibrate_says_what_was_stored(tmp_path, smol_path):
