@@ -878,12 +878,14 @@ def test_ctrl_c_in_calibrate_says_what_was_stored(tmp_path, smol_path):
     args = [sys.executable, "-m", "assistant", "calibrate", "--model", str(smol_path)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
     proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "ASSISTANT_DATA_DIR": str(data)}
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**env, "ASSISTANT_DATA_DIR": str(data)}, text=True
     )
-    time.sleep(4)  # inside the fit over all 164 problems (~80 s for this model)
+    # inside the fit over all 164 problems (~80 s for this model), as its first progress line says
+    assert proc.stderr.readline().startswith("teacher-forcing HumanEval solutions: 0/164")
+    time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted: nothing was stored" in err.decode(), err.decode()
+    assert proc.returncode == 130 and "interrupted: nothing was stored" in err, err
     assert not (data / "adadec_thresholds.json").exists()
 
 
