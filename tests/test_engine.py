@@ -470,3 +470,17 @@ def test_a_batch_too_small_for_the_sequences_is_a_user_error(smol):
     ctx = Context(smol, n_ctx=256, n_seq_max=8, n_batch=9)  # the least that works
     assert ctx.n_batch == 9
     ctx.close()
+
+
+def test_nan_logits_are_an_engine_error_for_every_strategy(tmp_path):
+    """A broken model file (or a backend's broken kernels) gives NaN logits: greedy wrote token
+    0 over and over as an empty text with exit 0, and sample, top-h and contrastive died with
+    numpy tracebacks. Now every strategy stops with one line saying what is wrong."""
+    from conftest import run_cli
+    from tiny_gguf import write_tiny_gguf
+
+    broken = write_tiny_gguf(tmp_path / "broken.gguf", nan=True)
+    for strategy in ("greedy", "sample", "top-h", "contrastive", "superposed", "adadec", "speculative"):
+        own = ["-o", f"corpus={ROOT / 'assistant'}"] if strategy == "superposed" else []
+        res = run_cli("generate", "def x(y):", "-m", str(broken), "-s", strategy, "-n", "4", *own)
+        assert res.returncode == 1 and "NaN logits" in res.stderr and "Traceback" not in res.stderr, (strategy, res)

@@ -21,7 +21,8 @@ FAMILIES = {
 }
 
 
-def write_tiny_gguf(path: Path, family: str = "none", *, seed: int = 0) -> Path:
+def write_tiny_gguf(path: Path, family: str = "none", *, seed: int = 0, nan: bool = False) -> Path:
+    """`nan`: NaN token embeddings, so every logit is NaN (a broken model file)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -59,7 +60,7 @@ def write_tiny_gguf(path: Path, family: str = "none", *, seed: int = 0) -> Path:
     def t(*shape):
         return (rng.standard_normal(shape) * 0.1).astype(np.float32)
 
-    w.add_tensor("token_embd.weight", t(n_vocab, n_embd))
+    w.add_tensor("token_embd.weight", t(n_vocab, n_embd) * (np.nan if nan else 1))
     w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
     w.add_tensor("output.weight", t(n_vocab, n_embd))
     w.add_tensor("blk.0.attn_norm.weight", np.ones(n_embd, np.float32))

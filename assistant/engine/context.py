@@ -187,6 +187,15 @@ def _check_kv_fits(model: Model, n_ctx: int) -> None:
         )
 
 
+def _nan_logits() -> EngineError:
+    """Logits that are NaN (checked on one entry a row: a NaN hidden state makes every one NaN)
+    would be read as token 0 by argmax and as an empty distribution by samplers."""
+    return EngineError(
+        "llama.cpp returned NaN logits: the model file, or this build's kernels for it, are broken "
+        "(a damaged or badly quantised GGUF; with a GPU, try fewer --n-gpu-layers)"
+    )
+
+
 class Context:
     """Owns a llama_context created with `n_seq_max` sequences and `kv_unified=True`."""
 
@@ -325,7 +334,10 @@ class Context:
         addr = _llama.get_logits_ith(self._ctx_vp, index)
         if not addr:
             raise EngineError(f"no logits for batch index {index}")
-        return np.frombuffer(self._row.from_address(addr), dtype=np.float32)
+        row = np.frombuffer(self._row.from_address(addr), dtype=np.float32)
+        if row[0] != row[0]:
+            raise _nan_logits()
+        return row
 
     def _output_table(self, n_outputs: int) -> np.ndarray:
         """Zero-copy (n_outputs, n_vocab) view of every output row of the last decode."""
@@ -333,7 +345,10 @@ class Context:
         if not addr:
             raise EngineError("no logits from the last decode")
         buf = (ctypes.c_float * (n_outputs * self.model.n_vocab)).from_address(addr)
-        return np.frombuffer(buf, dtype=np.float32).reshape(n_outputs, self.model.n_vocab)
+        table = np.frombuffer(buf, dtype=np.float32).reshape(n_outputs, self.model.n_vocab)
+        if np.isnan(table[:, 0]).any():
+            raise _nan_logits()
+        return table
 
     def hidden_of(self, seq: Sequence) -> np.ndarray:
         """The final hidden state after `seq`'s last token in the last `decode` (a copy)."""
