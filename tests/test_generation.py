@@ -42,6 +42,7 @@ def test_sample_is_seeded(service):
 def test_max_tokens_and_stop_strings(service):
     done, _ = collect(service, Request(prompt="for i in range(10):\n", max_tokens=5))
     assert len(done.tokens) == 5 and done.finish_reason == "length"
+    assert "notes" not in done.stats  # the token limit ended it, as asked: nothing to say
     full, _ = collect(service, Request(prompt="x = 1\ny = 2\n", max_tokens=24))
     assert "\n" in full.text, full.text
     first_line = full.text.split("\n")[0]

@@ -422,6 +422,9 @@ def test_forking_strategies_run_to_the_end_of_the_context(service, strategy, opt
     done, events = run(service, Request(prompt=prompt, max_tokens=40, strategy=strategy, options=options))
     assert greedy.finish_reason == done.finish_reason == "length"
     assert len(done.tokens) == len(greedy.tokens) < 40, (len(done.tokens), len(greedy.tokens))
+    # "length" with fewer tokens than asked for: the note says the context ended it
+    cut = f"the context ({n_ctx} tokens) filled before the token limit (40)"
+    assert any(n.startswith(cut) for n in done.stats["notes"]) and any(n.startswith(cut) for n in greedy.stats["notes"])
     if counter is not None:
         assert 1 <= done.stats[counter] < len(done.tokens)  # it used its branches while there was room
         assert any("near the end of the context" in n for n in done.stats["notes"]), done.stats["notes"]

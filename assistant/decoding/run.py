@@ -214,6 +214,11 @@ class Run:
                 f"the token limit came before the {getattr(self.constraint, 'description', 'constraint')} "
                 "was matched: the text is incomplete; raise the limit (--max-tokens)"
             )
+        if self.finish_reason == "length" and len(self.tokens) < self._max_tokens:  # the context ended it
+            self.notes.append(  # no count in it, as below
+                f"the context ({self.context.n_ctx} tokens) filled before the token limit ({self._max_tokens}): "
+                "the text is cut short; raise --n-ctx"
+            )
         trained = self.model.n_ctx_train
         if trained and len(self.prompt_tokens) + len(self.tokens) > trained:  # llama.cpp only logs it
             self.notes.append(  # no count in it: an eval says each distinct note once
