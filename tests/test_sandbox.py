@@ -59,3 +59,44 @@ def test_nothing_the_program_forks_outlives_it(tmp_path):
     # a program killing itself still fails (inside the namespace it is not its init)
     assert run_python("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)").status == "failed"
     assert run_python("raise SystemExit(3)").returncode == 3
+
+
+def test_an_unprivileged_user_gets_the_same_isolation():
+    """`unshare --net` needs root; any other user needs a user namespace of its own
+    (--map-root-user), which was never tried: for everyone but root the sandbox had network
+    and no PID namespace. Checked as `nobody` (root can switch to it) with the system Python,
+    which that user can run, and the runner module alone (it needs nothing else)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import pytest
+
+    import assistant.sandbox.runner as runner
+
+    switch = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    python = "/usr/bin/python3"
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not Path(python).exists():
+        pytest.skip("needs root, setpriv and a system python3 to act as another user")
+    if subprocess.run([*switch, python, "-c", "pass"], capture_output=True).returncode != 0:
+        pytest.skip("the system python3 cannot run as nobody here")
+    folder = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own folders are closed to other users
+    try:
+        folder.chmod(0o755)
+        shutil.copy(runner.__file__, folder / "runner.py")
+        code = (
+            "import sys\n"
+            f"sys.path.insert(0, {str(folder)!r})\n"
+            "import runner\n"
+            "print(runner.network_isolated(), runner.processes_contained())\n"
+            "r = runner.run_python(\"import socket\\nsocket.create_connection(('127.0.0.1', 9), timeout=2)\")\n"
+            "print(r.status, 'unreachable' in r.stderr or 'Errno 101' in r.stderr)\n"
+            "print(runner.run_python('assert 1 + 1 == 2').status)\n"
+        )
+        res = subprocess.run([*switch, python, "-c", code], capture_output=True, text=True, env={"HOME": "/tmp"})
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.split() == ["True", "True", "failed", "True", "passed"], res
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

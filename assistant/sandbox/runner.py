@@ -46,18 +46,33 @@ class SandboxResult:
 _SHELL_FIRST = ("/bin/sh", "-c", '"$0" "$@"; exit $?')
 
 
+_PID = ("--net", "--pid", "--fork", "--kill-child")
+# as root, namespaces need nothing more; any other user needs a user namespace of its own
+# (--map-root-user: the program is "root" there, and the same unprivileged user outside)
+_ISOLATIONS = (
+    (_PID, _SHELL_FIRST),
+    (("--map-root-user", *_PID), _SHELL_FIRST),
+    (("--net",), ()),
+    (("--map-root-user", "--net"), ()),
+)
+
+
 @lru_cache(maxsize=1)
 def _isolation_prefix() -> tuple[str, ...]:
+    return isolation_prefix()
+
+
+def isolation_prefix(run_as: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The most isolation `unshare` gives here (root or user namespaces): no network and a PID
     namespace of its own, whose every process the kernel kills when its first one ends (so
     nothing the program forks, even into a new session, outlives the run); else no network
-    alone; else nothing."""
+    alone; else nothing. `run_as`: a command prefix the probes run under (another user)."""
     tool = shutil.which("unshare")
     if not tool or not sys.platform.startswith("linux"):
         return ()
-    for flags, first in ((("--net", "--pid", "--fork", "--kill-child"), _SHELL_FIRST), (("--net",), ())):
+    for flags, first in _ISOLATIONS:
         try:
-            probe = subprocess.run([tool, *flags, "--", *first, "true"], capture_output=True, timeout=5)
+            probe = subprocess.run([*run_as, tool, *flags, "--", *first, "true"], capture_output=True, timeout=5)
         except (OSError, subprocess.SubprocessError):
             continue
         if probe.returncode == 0:
