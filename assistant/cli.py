@@ -315,7 +315,7 @@ def _prompt_text(arg: str) -> str:
 def _request(settings: Settings, *, strategy, options, max_tokens, temperature, seed, stop, **kw):
     """The request of a command run in the user's project: its workspace is the current folder
     unless the command names another (`complete`: the file's)."""
-    from .decoding import Request, Sampling
+    from .decoding import Request
 
     kw.setdefault("workspace", str(Path.cwd()))
     return Request(
@@ -323,14 +323,22 @@ def _request(settings: Settings, *, strategy, options, max_tokens, temperature, 
         options=_parse_options(options),
         max_tokens=max_tokens if max_tokens is not None else settings.max_tokens,
         stop=[_unescape(s) for s in stop or []],
-        sampling=Sampling(
-            temperature=temperature if temperature is not None else settings.temperature,
-            top_k=settings.top_k,
-            top_p=settings.top_p,
-            min_p=settings.min_p,
-            seed=seed if seed is not None else settings.seed,
-        ),
+        sampling=_sampling(settings, temperature, seed),
         **kw,
+    )
+
+
+def _sampling(settings: Settings, temperature: float | None, seed: int | None):
+    """The sampling settings of a command: its flags over the config's (evals too: they used
+    the built-in defaults whatever the config said)."""
+    from .decoding import Sampling
+
+    return Sampling(
+        temperature=temperature if temperature is not None else settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
+        min_p=settings.min_p,
+        seed=seed if seed is not None else settings.seed,
     )
 
 
@@ -610,6 +618,7 @@ def eval_humaneval(
     strategy: StrategyOpt = None,
     option: OptionOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N problems.", min=1)] = None,
+    temperature: TempOpt = None,
     seed: SeedOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per problem.", min=1)] = 384,
     output: Annotated[Path | None, typer.Option("--output", help="Results JSONL (default: in the data dir).")] = None,
@@ -631,7 +640,7 @@ def eval_humaneval(
             strategy=name,
             options=_parse_options(option),
             limit=limit,
-            seed=seed,
+            sampling=_sampling(settings, temperature, seed),
             max_tokens=max_tokens,
             output=output,
             progress=advance,
@@ -688,6 +697,8 @@ def eval_infill(
     strategy: StrategyOpt = None,
     option: OptionOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N cases.", min=1)] = None,
+    temperature: TempOpt = None,
+    seed: SeedOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per case.", min=1)] = 96,
     syntax_valid: Annotated[
         bool, typer.Option("--syntax-valid", help="Apply the syntax guard to any strategy.")
@@ -714,6 +725,7 @@ def eval_infill(
             cases=chosen,
             strategy=name,
             options=_parse_options(option),
+            sampling=_sampling(settings, temperature, seed),
             max_tokens=max_tokens,
             syntax_valid=syntax_valid,
             progress=advance,

@@ -745,6 +745,29 @@ def test_a_corpus_the_user_names_must_hold_source_files(tmp_path, monkeypatch):
     assert corpus_signature(corpus_files(str(tmp_path / "a.py"), None))  # another corpus still works
 
 
+def test_evals_sample_with_the_configs_settings(tmp_path, smol_path):
+    """`eval humaneval -s sample` ignored the config's temperature (and top-k/p, min-p, seed):
+    it sampled at the built-in 0.8, and its results file did not name the temperature, so a
+    run at another one resumed it. Now --temperature or the config's sets it, and the run's
+    name; greedy's name does not depend on it. `eval infill` takes them as well."""
+    out = tmp_path / "he.jsonl"
+    base = ["eval", "humaneval", "-m", str(smol_path), "--limit", "1", "-n", "4", "--output", str(out), "--json"]
+    sample = [*base, "-s", "sample", "--seed", "3"]
+    assert json.loads(run_cli(*sample, "--temperature", "0.2").stdout)["resumed"] == 0
+    other = run_cli(*sample, "--temperature", "0.9")
+    assert other.returncode == 2 and "another run" in other.stderr, other.stderr
+    # the config's temperature is the same run
+    assert json.loads(run_cli(*sample, env={"ASSISTANT_TEMPERATURE": "0.2"}).stdout)["resumed"] == 1
+    greedy = tmp_path / "greedy.jsonl"
+    args = [*base[:-2], str(greedy), "--json"]
+    assert json.loads(run_cli(*args).stdout)["resumed"] == 0
+    assert json.loads(run_cli(*args, "--temperature", "0.2").stdout)["resumed"] == 1
+    infill = ["eval", "infill", "-m", str(smol_path), "--limit", "2", "-n", "8", "-s", "sample", "--json"]
+    runs = [json.loads(run_cli(*infill, "--seed", "5", "--temperature", t).stdout) for t in ("0.1", "0.1", "3")]
+    texts = [[r["completion"] for r in run["rows"]] for run in runs]
+    assert texts[0] == texts[1] != texts[2], texts  # seeded: the same; hotter: not
+
+
 def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     out = tmp_path / "new folder" / "he.jsonl"  # a folder that does not exist yet
     args = ["eval", "humaneval", "--model", str(smol_path), "--limit", "2", "-n", "48", "--output", str(out), "--json"]

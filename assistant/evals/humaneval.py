@@ -35,14 +35,18 @@ def run_tag(
     resolved: dict | None = None,
     code: str = "",
     n_ctx: int | None = None,
+    sampling: dict | None = None,
 ) -> str:
     """Names one run's set-up (model file, strategy, options, seed, token limit, what 'auto'
     options resolved to, the code's version, the context size, which can cut a long answer):
     a results file resumes only the run that wrote it, never silently one made by older code or
-    with another learned threshold."""
+    with another learned threshold. `sampling`: the temperature, top-k, top-p and min-p of a
+    strategy that samples with them."""
     settings = {"o": options, "s": seed, "m": max_tokens, "r": resolved or {}, "c": code}
     if n_ctx is not None:
         settings["x"] = n_ctx
+    if sampling is not None:
+        settings["p"] = sampling
     settings = json.dumps(settings, sort_keys=True)
     return f"{file_sha256(model_path)[:12]}-{strategy}-{hashlib.sha256(settings.encode()).hexdigest()[:8]}"
 
@@ -114,7 +118,8 @@ def _load_results(out: Path, tag: str) -> dict[str, dict]:
         if rec.get("run", tag) != tag:
             raise UserError(
                 f"{out} holds the results of another run ({rec['run']}, this one is {tag}: the "
-                "model, strategy, options, seed, token limit, learned threshold or code differ): "
+                "model, strategy, options, seed, sampling settings, token limit, learned threshold or code "
+                "differ): "
                 "name another --output, or delete the file to start over"
             )
     return {rec["task_id"]: rec for rec in records}
@@ -175,18 +180,19 @@ def run_humaneval(
     strategy: str = "greedy",
     options: dict | None = None,
     limit: int | None = None,
-    seed: int | None = None,
+    sampling: Sampling | None = None,
     max_tokens: int = 384,
     output: Path | None = None,
     timeout: float = 10.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     options = dict(options or {})
+    sampling = sampling or Sampling()
     problems = humaneval_problems()[: limit or None]
     if not problems:
         raise UserError("no HumanEval problems to run")
     # bad settings fail here, before a results file is made
-    strategy_cls, parsed = service.check(_request(problems[0], strategy, options, seed, max_tokens))
+    strategy_cls, parsed = service.check(_request(problems[0], strategy, options, sampling, max_tokens))
     model = service.model()
     n_ctx = service.context().n_ctx
     too_long = [p["task_id"] for p in problems if len(model.bos_tokens() + model.tokenize(p["prompt"])) >= n_ctx]
@@ -200,11 +206,12 @@ def run_humaneval(
         model.path,
         strategy,
         options,
-        seed,
+        sampling.seed,
         max_tokens,
         resolved=strategy_cls.resolved_settings(parsed, model.path),
         code=code_version(inspect.getfile(strategy_cls)),
         n_ctx=n_ctx,
+        sampling=_sampling_fields(sampling) if strategy_cls.reads_temperature else None,
     )
     out = Path(output) if output else results_path(tag)
     _load_results(out, tag)  # another run's file is refused before it is opened for writing
@@ -227,7 +234,7 @@ def run_humaneval(
         try:
             for i, prob in enumerate(problems):
                 if prob["task_id"] not in done:
-                    record = {**_solve(service, prob, strategy, options, seed, max_tokens, timeout), "run": tag}
+                    record = {**_solve(service, prob, strategy, options, sampling, max_tokens, timeout), "run": tag}
                     _append(fh, out, json.dumps(record) + "\n", saved, len(problems))
                     done[prob["task_id"]] = record  # counted as saved once it is in the file
                 if progress:
@@ -262,19 +269,23 @@ def run_humaneval(
     return summary
 
 
-def _request(prob: dict, strategy: str, options: dict, seed, max_tokens: int) -> Request:
+def _sampling_fields(sampling: Sampling) -> dict:
+    return {"t": sampling.temperature, "k": sampling.top_k, "p": sampling.top_p, "m": sampling.min_p}
+
+
+def _request(prob: dict, strategy: str, options: dict, sampling: Sampling, max_tokens: int) -> Request:
     return Request(
         prompt=prob["prompt"],
         max_tokens=max_tokens,
         n_indent=1,
         strategy=strategy,
         options=options,
-        sampling=Sampling(seed=seed),
+        sampling=sampling,
     )
 
 
-def _solve(service, prob: dict, strategy: str, options: dict, seed, max_tokens: int, timeout: float) -> dict:
-    request = _request(prob, strategy, options, seed, max_tokens)
+def _solve(service, prob: dict, strategy: str, options: dict, sampling, max_tokens: int, timeout: float) -> dict:
+    request = _request(prob, strategy, options, sampling, max_tokens)
     t0 = time.perf_counter()
     final = service.run(request)
     gen_s = time.perf_counter() - t0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..calibration import humaneval_problems
 from ..context.syntax import EXTENSIONS, parses
-from ..decoding import Request
+from ..decoding import Request, Sampling
 from ..errors import UserError
 from ..sandbox import run_python
 
@@ -102,6 +102,7 @@ def run_infill_eval(
     cases: list[dict],
     strategy: str = "greedy",
     options: dict | None = None,
+    sampling: Sampling | None = None,
     max_tokens: int = 96,
     language: str = "python",
     syntax_valid: bool = False,
@@ -119,6 +120,7 @@ def run_infill_eval(
             language=case.get("language", language),
             syntax_valid=syntax_valid,
             stop=["\n"] if single else [],
+            sampling=sampling or Sampling(),
         )
 
     if cases:  # bad settings fail here, before any case runs
