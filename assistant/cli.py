@@ -328,6 +328,11 @@ def _request(settings: Settings, *, strategy, options, max_tokens, temperature, 
     )
 
 
+def _rate(x: float | None) -> str:
+    """A rate as the others are printed; '-' where nothing was measured (no case had a test)."""
+    return "-" if x is None else f"{x:.3f}"
+
+
 def _sampling(settings: Settings, temperature: float | None, seed: int | None):
     """The sampling settings of a command: its flags over the config's (evals too: they used
     the built-in defaults whatever the config said)."""
@@ -736,7 +741,8 @@ def eval_infill(
         typer.echo(
             f"[{name}] n={result['n']} syntax_valid {result['syntax_valid_rate']:.3f}  nonempty_valid "
             f"{result['nonempty_valid_rate']:.3f}  exact {result['exact_match']:.3f}  edit_sim "
-            f"{result['edit_similarity']:.3f}  pass {result['pass_rate']}  {result['seconds_per_case']:.2f}s/case"
+            f"{result['edit_similarity']:.3f}  pass {_rate(result['pass_rate'])}  "
+            f"{result['seconds_per_case']:.2f}s/case"
         )
     if result.get("interrupted"):  # Ctrl-C: the figures of the cases done, said as such
         typer.echo(f"assistant: interrupted: the figures cover {result['n']} of {result['cases']} cases", err=True)

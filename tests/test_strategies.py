@@ -886,7 +886,7 @@ def test_ctrl_c_in_eval_infill_reports_the_cases_done(smol_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err, err
     assert re.search(r"interrupted: the figures cover \d+ of 164 cases", err), err
-    assert out.startswith("[greedy] n="), out
+    assert out.startswith("[greedy] n=") and re.search(r" pass (\d\.\d{3}|-)  ", out), out  # as the other rates
     # --json shows no progress: it waits as long as the cases took to start above, and half
     # again; under a changing load the model may still be loading then (a Ctrl-C there ends
     # the command before any case, 130 and no output): twice as long, and again
