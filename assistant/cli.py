@@ -29,6 +29,29 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        import platform
+
+        from . import __version__
+        from .engine import build_info
+
+        typer.echo(f"assistant {__version__} (Python {platform.python_version()}); {build_info()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Show versions and the engine's build.", callback=_show_version, is_eager=True),
+    ] = False,
+):
+    """Local code-generation assistant on llama.cpp with pluggable decoding strategies."""
+
+
 bench_app = typer.Typer(help="Benchmarks (ratios against a baseline measured in the same run).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

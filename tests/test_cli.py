@@ -375,3 +375,14 @@ def test_progress_of_a_long_job_in_a_log_is_lines(tmp_path, smol_path):
             now[0] = t
             progress(done, 4)
     assert said == ["job: 0/4 (0:00 elapsed)", "job: 2/4 (0:31 elapsed)", "job: 4/4 (0:45 elapsed)"]
+
+
+def test_version_names_the_engine_build():
+    """What a bug report needs: this package's version and llama.cpp's build (GPU offload,
+    CPU features), without loading a model."""
+    from assistant import __version__
+
+    res = run_cli("--version")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"assistant {__version__} (Python ") and "llama-cpp-python " in res.stdout
+    assert "GPU offload: " in res.stdout and "CPU" in res.stdout

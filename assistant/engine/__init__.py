@@ -4,7 +4,7 @@
 # llama-cpp-python 0.3.36 segfaulted in every model load on an H200 image (numpy 2.5.2,
 # CUDA 13), even with no layer offloaded; loaded first, it ran every strategy there.
 from . import _llama  # noqa: F401  (isort keeps it first)
-from ._llama import gpu_offload_supported
+from ._llama import build_info, gpu_offload_supported
 from .context import Context, Sequence, common_prefix, default_threads, physical_memory
 from .counters import Counters
 from .gguf_file import GGUFInfo, check_gguf_path, read_info
@@ -19,6 +19,7 @@ __all__ = [
     "Model",
     "PriceBook",
     "Sequence",
+    "build_info",
     "check_gguf_path",
     "common_prefix",
     "default_threads",

@@ -49,6 +49,14 @@ def gpu_offload_supported() -> bool:
     return bool(llama_cpp.llama_supports_gpu_offload())
 
 
+def build_info() -> str:
+    """What a bug report needs about the engine: the binding's version, whether it can offload
+    to a GPU, and the CPU features and backends llama.cpp was built with."""
+    features = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip(" |")
+    gpu = "yes" if gpu_offload_supported() else "no"
+    return f"llama-cpp-python {llama_cpp.__version__}, GPU offload: {gpu}; {features}"
+
+
 def _log_callback(level, text, user_data):  # pragma: no cover - only when logging is on
     sys.stderr.write(text.decode("utf-8", "replace"))
 
