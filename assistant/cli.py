@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import signal
 import sys
@@ -121,7 +122,23 @@ def _service(settings: Settings, *, quiet: bool = False):
         )
     if not offloads:
         _warn_model_beyond_memory(settings.completion_model)
+    _warn_too_many_threads(settings.threads)
     return service
+
+
+def _warn_too_many_threads(threads: int | None) -> None:
+    """More threads than CPUs makes llama.cpp's threads wait on each other: 64 threads on 2
+    CPUs decoded 10x slower than 2, and nothing said why."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        cpus = os.cpu_count() or 0
+    if threads and cpus and threads > cpus:
+        typer.echo(
+            f"assistant: warning: {threads} threads on the {cpus} CPUs this process may use run slower than "
+            f"{cpus} (llama.cpp's threads wait on each other); leave --threads out for one per physical core",
+            err=True,
+        )
 
 
 def _warn_model_beyond_memory(path: str | None) -> None:

@@ -386,3 +386,12 @@ def test_version_names_the_engine_build():
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(f"assistant {__version__} (Python ") and "llama-cpp-python " in res.stdout
     assert "GPU offload: " in res.stdout and "CPU" in res.stdout
+
+
+def test_more_threads_than_cpus_is_warned(smol_path):
+    """64 threads on 2 CPUs decoded 10x slower than 2 and nothing said why."""
+    cpus = len(os.sched_getaffinity(0))
+    over = run_cli("generate", "x", "-m", str(smol_path), "-n", "1", "-t", str(cpus + 1))
+    assert over.returncode == 0 and f"{cpus + 1} threads on the {cpus} CPUs" in over.stderr, over.stderr
+    fits = run_cli("generate", "x", "-m", str(smol_path), "-n", "1", "-t", str(cpus))
+    assert fits.returncode == 0 and "threads on the" not in fits.stderr, fits.stderr
