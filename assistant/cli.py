@@ -74,7 +74,9 @@ SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed for sam
 StopOpt = Annotated[
     list[str] | None, typer.Option("--stop", help=r"Stop string (repeatable); \n, \t, \r and \\ are understood.")
 ]
-GrammarOpt = Annotated[Path | None, typer.Option("--grammar", help="Constrain output to a Lark grammar file.")]
+GrammarOpt = Annotated[
+    Path | None, typer.Option("--grammar", help="Constrain output to a grammar file: Lark, or llama.cpp's GBNF.")
+]
 RegexOpt = Annotated[str | None, typer.Option("--regex", help="Constrain output to a regular expression.")]
 SchemaOpt = Annotated[Path | None, typer.Option("--json-schema", help="Constrain output to a JSON schema file.")]
 

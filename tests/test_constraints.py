@@ -56,6 +56,15 @@ def test_regex_constraint(service):
     assert re.fullmatch(r"[0-9]{3}-[0-9]{4}", done.text), done.text
 
 
+def test_a_gbnf_grammar_works_as_in_llama_cpp(service, tmp_path):
+    """llama.cpp's users have GBNF grammars (`root ::= ...`); they were refused as bad Lark."""
+    c = build("lark", 'root ::= answer\nanswer ::= "yes" | "no"\n', service.model(), origin="yn.gbnf")
+    done = [e for e in service.generate(Request(prompt="Is water wet? Answer:", max_tokens=4), constraint=c)][-1]
+    assert done.text in ("yes", "no") and done.finish_reason == "stop", done
+    with pytest.raises(ConstraintError, match="invalid GBNF grammar: Rule 'thing' not found"):
+        build("lark", "root ::= thing\n", service.model())
+
+
 def test_a_match_cut_by_the_token_limit_is_said_to_be_incomplete(service):
     """A JSON object cut at --max-tokens looked like output (exit 0, no word); now a note says
     the text is incomplete, and only then."""

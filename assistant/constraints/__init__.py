@@ -8,6 +8,7 @@ grammar, regex or schema become one clear `ConstraintError` that points at the p
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +49,30 @@ class GrammarConstraint:
         return self.matcher.is_accepting()
 
 
+_GBNF_RULE = re.compile(r"(?m)^\s*[A-Za-z][\w-]*\s*::=")
+
+
+def _is_gbnf(source: str) -> bool:
+    """llama.cpp's grammar format (`root ::= ...`): what its users already have (json.gbnf,
+    c.gbnf, ...). Lark rules are written `name: ...`."""
+    return _GBNF_RULE.search(source) is not None
+
+
+def _lark_from_gbnf(source: str) -> str:
+    from llguidance.gbnf_to_lark import gbnf_to_lark
+
+    try:
+        return gbnf_to_lark(source)
+    except Exception as exc:  # the converter's own error types, and plain ones for odd input
+        raise ConstraintError(f"invalid GBNF grammar: {exc}") from None
+
+
 def grammar_text(kind: str, source: str) -> str:
     """An llguidance grammar from a Lark grammar, a regex, or a JSON schema (text)."""
     import llguidance
 
     if kind == "lark":
-        return llguidance.LLMatcher.grammar_from_lark(source)
+        return llguidance.LLMatcher.grammar_from_lark(_lark_from_gbnf(source) if _is_gbnf(source) else source)
     if kind == "regex":
         return llguidance.LLMatcher.grammar_from_regex(source)
     if kind == "json-schema":
