@@ -177,10 +177,14 @@ def test_a_byte_order_mark_is_no_text(tmp_path):
         (["bench", "speed", "--tokens", "100", "--n-ctx", "256", "--model", "{smol}"], "or raise --n-ctx"),
         (["complete", "{tmp}/notes.txt", "-l", "1", "-c", "1", "--n-indent", "-2"], "n_indent must be >= 0, got -2"),
         (["models", "--model", "{tmp}/notes.txt"], "not a GGUF file"),
+        (["generate", "x", "--grammar", "{tmp}", "--model", "{smol}"], "cannot read grammar file"),
+        (["generate", "x", "--grammar", "{tmp}/latin1.lark", "--model", "{smol}"], "can't decode byte 0xe9"),
+        (["generate", "x", "--json-schema", "{tmp}/none.json", "--model", "{smol}"], "JSON schema file not found"),
     ],
 )
 def test_errors_are_one_line_exit_2(tmp_path, smol_path, args, message):
     (tmp_path / "notes.txt").write_text("hello\n")
+    (tmp_path / "latin1.lark").write_bytes(b'start: "caf\xe9"\n')  # a grammar not in UTF-8
     locked = tmp_path / "locked.gguf"
     locked.write_bytes(b"GGUF")
     locked.chmod(0)

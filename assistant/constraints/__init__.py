@@ -125,6 +125,9 @@ def shipped(kind: str, name: str) -> Path | None:
     return None
 
 
+_WHAT = {"lark": "grammar", "json-schema": "JSON schema", "regex": "regex"}  # a file's kind, in words
+
+
 def read_source(kind: str, path: str | Path) -> str:
     """The text of a grammar or schema file (a path, or the name of a shipped one), with a
     clear error when it cannot be read."""
@@ -135,6 +138,7 @@ def read_source(kind: str, path: str | Path) -> str:
         return p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no grammar
     except FileNotFoundError:
         names = ", ".join(_shipped_names(kind))
-        raise ConstraintError(f"{kind} file not found: {p} (shipped, usable by name: {names})") from None
+        raise ConstraintError(f"{_WHAT[kind]} file not found: {p} (shipped, usable by name: {names})") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConstraintError(f"cannot read {kind} file {p}: {exc}") from None
+        why = getattr(exc, "strerror", None) or exc  # an OSError's reason without its repeated path
+        raise ConstraintError(f"cannot read {_WHAT[kind]} file {p}: {why}") from None
