@@ -364,10 +364,18 @@ def _request(settings: Settings, *, strategy, options, max_tokens, temperature, 
         strategy=strategy or settings.strategy,
         options=_parse_options(options),
         max_tokens=max_tokens if max_tokens is not None else settings.max_tokens,
-        stop=[_unescape(s) for s in stop or []],
+        stop=_stop_strings(stop),
         sampling=_sampling(settings, temperature, seed),
         **kw,
     )
+
+
+def _stop_strings(stop: list[str] | None) -> list[str]:
+    """--stop values as text; an empty one (a shell variable that was not set) stops nothing,
+    which the user did not mean: it is refused (it was dropped without a word)."""
+    if any(s == "" for s in stop or []):
+        raise UserError('--stop "" is empty: it cannot end anything; leave it out or give the text to stop at')
+    return [_unescape(s) for s in stop or []]
 
 
 def _rate(x: float | None) -> str:

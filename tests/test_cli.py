@@ -178,6 +178,7 @@ def test_a_byte_order_mark_is_no_text(tmp_path):
         (["complete", "{tmp}/notes.txt", "-l", "1", "-c", "1", "--n-indent", "-2"], "n_indent must be >= 0, got -2"),
         (["models", "--model", "{tmp}/notes.txt"], "not a GGUF file"),
         (["generate", "x", "--grammar", "{tmp}", "--model", "{smol}"], "cannot read grammar file"),
+        (["generate", "x", "--stop", "", "--model", "{smol}"], '--stop "" is empty'),
         (["generate", "x", "--grammar", "{tmp}/latin1.lark", "--model", "{smol}"], "can't decode byte 0xe9"),
         (["generate", "x", "--json-schema", "{tmp}/none.json", "--model", "{smol}"], "JSON schema file not found"),
     ],
