@@ -69,6 +69,7 @@ class Draft:
     constraint: object = None
     finish: str | None = None
     text: str | None = None  # final (cut) text once finished
+    eog: int | None = None  # the end-of-generation token that finished it, counted as the others count it
 
     def extend(self, run: Run, token: int, score: float) -> Draft:
         child = Draft(self.tokens + [token], score, self.raw + run.model.piece(token))
@@ -153,7 +154,8 @@ class Superposed(Strategy):
         run.extra_stats.update(drafts=len(ranked), superposed_steps=steps)
         if ranked:  # the best draft becomes the run's text (stop rules applied as for any strategy)
             yield Drafts(texts, [d.score for d in ranked], final=True)
-            for token in ranked[0].tokens:
+            end = [ranked[0].eog] if ranked[0].eog is not None else []
+            for token in ranked[0].tokens + end:
                 yield from run.take(token, cancellable=False)  # written already: nothing to cancel
                 if run.finished:
                     break
@@ -204,7 +206,7 @@ class Superposed(Strategy):
             parent = sources[i]
             if model.is_eog(v):
                 considered += 1
-                d = Draft(parent.tokens, score, parent.raw, stops=parent.stops.fork(), finish="stop")
+                d = Draft(parent.tokens, score, parent.raw, stops=parent.stops.fork(), finish="stop", eog=v)
                 d.text = self._cut(run, d)
                 done.append(d)
                 continue

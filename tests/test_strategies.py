@@ -458,6 +458,9 @@ def test_superposed_finished_drafts_are_distinct_texts(service):
     done, _ = run(service, req, constraint=regex)
     assert len(set(done.texts)) == len(done.texts) >= 4, done.texts
     assert all(len(t) == 5 and set(t) <= {"a", "b"} for t in done.texts), done.texts
+    # the end-of-generation token that ended the best draft is one of its tokens, as every
+    # other strategy counts it (generated_tokens was one short)
+    assert service.model().is_eog(done.tokens[-1]) and done.stats["generated_tokens"] == len(done.tokens)
 
 
 def test_superposed_keeps_k_drafts_on_a_tiny_corpus(service, tmp_path):
