@@ -743,6 +743,7 @@ def eval_compare(
     if c["ms_per_token_a_vs_b"] is not None:
         a_ms, b_ms = c["a"]["ms_per_token"], c["b"]["ms_per_token"]
         typer.echo(f"per token generated: A {a_ms:.2f} ms, B {b_ms:.2f} ms ({c['ms_per_token_a_vs_b']:.3g}x)")
+    _echo_notes(c.get("notes", []))
 
 
 @eval_app.command("infill")

@@ -824,6 +824,11 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     assert c["both"] + c["neither"] + len(c["only_a"]) + len(c["only_b"]) == 2 and 0 < c["mcnemar_p"] <= 1
     same = json.loads(run_cli("eval", "compare", str(out), str(out), "--json").stdout)
     assert same["identical_completions"] == 2 and same["mcnemar_p"] == 1.0 and not same["only_a"] + same["only_b"]
+    assert "notes" not in c and "notes" not in same  # one model: nothing to say
+    other_model = tmp_path / "other_model.jsonl"  # the same records, named as another GGUF's run
+    other_model.write_text("".join(json.dumps({**r, "run": "0" * 12 + r["run"][12:]}) + "\n" for r in lines))
+    res = run_cli("eval", "compare", str(out), str(other_model))
+    assert res.returncode == 0 and "note: A and B ran different model files (sha256 " in res.stderr, res.stderr
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text(out.read_text() + ada.read_text())
     res = run_cli("eval", "compare", str(mixed), str(out))

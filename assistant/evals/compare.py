@@ -40,7 +40,8 @@ def _describe(path: Path, records: list[dict]) -> dict:
     if len(runs) > 1:
         raise UserError(f"{path} mixes the results of {len(runs)} runs: compare files written by one run each")
     tag = runs.pop() if runs else ""
-    return {"results": str(path), "run": tag, "strategy": strategy_of_tag(tag) if tag else "unknown"}
+    model = tag.partition("-")[0] if tag else ""  # the GGUF's hash, first in every run's name
+    return {"results": str(path), "run": tag, "strategy": strategy_of_tag(tag) if tag else "unknown", "model": model}
 
 
 def compare_results(a: Path, b: Path) -> dict:
@@ -87,4 +88,7 @@ def compare_results(a: Path, b: Path) -> dict:
             else None
         ),
     )
+    ma, mb = summary["a"]["model"], summary["b"]["model"]
+    if ma and mb and ma != mb:  # a different model explains any difference: say so beside it
+        summary["notes"] = [f"A and B ran different model files (sha256 {ma}... and {mb}...)"]
     return summary
