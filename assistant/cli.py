@@ -316,15 +316,15 @@ def _show(done, request, pauses: list[dict], *, as_json: bool, extra: dict | Non
         typer.echo(text if text.endswith("\n") else text + "\n", err=True, nl=False)
 
 
-def _note_unused_temperature(service, request, temperature: float | None) -> None:
+def _note_unused_temperature(service, strategy: str, temperature: float | None) -> None:
     """--temperature reaches only strategies that read the request's temperature; say so rather
     than ignore it (top-h and grammar-infill have a temperature option of their own)."""
-    cls = service.registry.strategies().get(request.strategy) if temperature is not None else None
+    cls = service.registry.strategies().get(strategy) if temperature is not None else None
     if cls is None or cls.reads_temperature:
         return
     own = any(f.name == "temperature" for f in dataclasses.fields(cls.Options))
     hint = f"; set its own with -o temperature={temperature:g}" if own else ""
-    _echo_notes([f"strategy {request.strategy!r} does not use --temperature{hint}"])
+    _echo_notes([f"strategy {strategy!r} does not use --temperature{hint}"])
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
@@ -430,7 +430,7 @@ def generate(
         stop=stop,
         prompt=prompt,
     )
-    _note_unused_temperature(service, request, temperature)
+    _note_unused_temperature(service, request.strategy, temperature)
     _stream(service, request, as_json=as_json, constraint=_constraint(service, grammar, regex, json_schema))
 
 
@@ -492,7 +492,7 @@ def complete(
         filename=file.name,
         workspace=str(file.resolve().parent),
     )
-    _note_unused_temperature(service, request, temperature)
+    _note_unused_temperature(service, request.strategy, temperature)
     _stream(
         service,
         request,
@@ -689,6 +689,7 @@ def eval_humaneval(
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     name = strategy or settings.strategy
+    _note_unused_temperature(service, name, temperature)
     with _say_where_work_is_saved(), _progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:
         summary = run_humaneval(  # checks the settings before it shows the bar
             service,
@@ -774,6 +775,7 @@ def eval_infill(
     service = _service(settings, quiet=as_json)
     name = strategy or settings.strategy
     service.registry.strategy(name)
+    _note_unused_temperature(service, name, temperature)
     chosen = (load_cases(cases) if cases else humaneval_cases(kind))[: limit or None]
     with _progress_bar(f"infill [{name}]", enabled=not as_json) as advance:
         result = run_infill_eval(

@@ -764,7 +764,8 @@ def test_evals_sample_with_the_configs_settings(tmp_path, smol_path):
     greedy = tmp_path / "greedy.jsonl"
     args = [*base[:-2], str(greedy), "--json"]
     assert json.loads(run_cli(*args).stdout)["resumed"] == 0
-    assert json.loads(run_cli(*args, "--temperature", "0.2").stdout)["resumed"] == 1
+    warm = run_cli(*args, "--temperature", "0.2")
+    assert json.loads(warm.stdout)["resumed"] == 1 and "'greedy' does not use --temperature" in warm.stderr
     infill = ["eval", "infill", "-m", str(smol_path), "--limit", "2", "-n", "8", "-s", "sample", "--json"]
     runs = [json.loads(run_cli(*infill, "--seed", "5", "--temperature", t).stdout) for t in ("0.1", "0.1", "3")]
     texts = [[r["completion"] for r in run["rows"]] for run in runs]
