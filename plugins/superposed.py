@@ -191,7 +191,7 @@ class Superposed(Strategy):
             # the paper's geometric mix; a token the n-grams never saw takes the paper's
             # no-match penalty instead of log 0, so it ranks below every matched one but a small
             # corpus (few matches) still leaves k drafts rather than one
-            with np.errstate(divide="ignore"):
+            with np.errstate(divide="ignore", invalid="ignore"):  # log 0, and 0 x -inf at alpha=0: not taken
                 s = np.where(q > 0, (1 - o.alpha) * logp + o.alpha * np.log(q), (1 - o.alpha) * logp - o.penalty)
             s[~ok] = -np.inf
             pairs.extend((d.score + float(sv), i, int(v)) for sv, v in zip(s, top, strict=True) if np.isfinite(sv))

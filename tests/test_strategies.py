@@ -446,6 +446,19 @@ def test_superposed_gives_distinct_drafts(service):
     assert 0.5 * st["decode_seconds"] <= span <= st["seconds"] - st["prompt_seconds"] + 1e-3, st
 
 
+def test_superposed_without_ngrams_warns_of_nothing(service):
+    """alpha=0 (the model's distribution alone) printed numpy's 'invalid value encountered in
+    multiply' to the user's terminal: 0 x log 0 in a branch never taken."""
+    import warnings
+
+    options = {"alpha": "0", "corpus": SMALL_CORPUS}
+    req = Request(prompt="def f():", max_tokens=4, strategy="superposed", options=options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        done, _ = run(service, req)
+    assert len(done.texts) == 3
+
+
 def test_superposed_finished_drafts_are_distinct_texts(service):
     """Under a regex the drafts end early, some in the text of one already finished, reached in
     other tokens: those took finished slots and pushed distinct drafts out (k=5 gave 3)."""
