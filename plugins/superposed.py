@@ -80,8 +80,10 @@ class Draft:
         return child
 
     @property
-    def perplexity(self) -> float:
-        return math.exp(-self.score / max(1, len(self.tokens)))
+    def log_perplexity(self) -> float:
+        """What drafts are ranked by (the log keeps the order; exp overflowed for scores made of
+        large no-match penalties)."""
+        return -self.score / max(1, len(self.tokens))
 
 
 def _best_distinct(drafts: list, k: int) -> list:
@@ -89,7 +91,7 @@ def _best_distinct(drafts: list, k: int) -> list:
     already finished (reached in other tokens) took a finished slot and pushed a distinct one
     out (k=5 under a regex gave 3 drafts)."""
     best: dict[str, Draft] = {}
-    for d in sorted(drafts, key=lambda d: d.perplexity):
+    for d in sorted(drafts, key=lambda d: d.log_perplexity):
         best.setdefault(d.text, d)
     return list(best.values())[:k]
 
@@ -247,7 +249,7 @@ class Superposed(Strategy):
             for d, s in zip(drafts, scores, strict=True):
                 d.score = s
         ranked, seen = [], set()
-        for d in sorted(drafts, key=lambda d: d.perplexity):
+        for d in sorted(drafts, key=lambda d: d.log_perplexity):
             if d.text not in seen:  # drafts cut to the same text are one alternative, not two
                 seen.add(d.text)
                 ranked.append(d)

@@ -459,6 +459,16 @@ def test_superposed_without_ngrams_warns_of_nothing(service):
     assert len(done.texts) == 3
 
 
+def test_superposed_ranks_drafts_of_large_penalties(service, tmp_path):
+    """Drafts are ranked by perplexity; with a large no-match penalty (-o penalty=1000) on a
+    corpus that knows little, exp(-score / length) overflowed: OverflowError mid-run."""
+    (tmp_path / "a.py").write_text("def foo(x):\n    return x + 1\n")
+    options = {"penalty": "1000", "corpus": str(tmp_path)}
+    req = Request(prompt="import os\n", max_tokens=1, strategy="superposed", options=options)
+    done, _ = run(service, req)
+    assert len(done.texts) == 3 and len(done.tokens) == 1
+
+
 def test_superposed_finished_drafts_are_distinct_texts(service):
     """Under a regex the drafts end early, some in the text of one already finished, reached in
     other tokens: those took finished slots and pushed distinct drafts out (k=5 gave 3)."""
