@@ -81,7 +81,7 @@ def test_a_match_cut_by_the_token_limit_is_said_to_be_incomplete(service):
     "kind, source, message",
     [
         ("lark", "start: foo", "unknown name"),
-        ("lark", 'start: "a" (', "invalid lark"),
+        ("lark", 'start: "a" (', "invalid grammar"),
         ("regex", "[a-", "unclosed character class"),
         ("json-schema", '{"type": "bogus"}', "bogus"),
         ("json-schema", "{not json", "not valid JSON"),

@@ -84,6 +84,9 @@ def grammar_text(kind: str, source: str) -> str:
     raise ConstraintError(f"unknown constraint kind {kind!r} (use one of {', '.join(KINDS)})")
 
 
+_WHAT = {"lark": "grammar", "json-schema": "JSON schema", "regex": "regex"}  # a file's kind, in words
+
+
 def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstraint:
     """Compile and validate; errors name the problem (and the file, when given)."""
     import llguidance
@@ -95,11 +98,11 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
     grammar = grammar_text(kind, source)
     error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
     if error:
-        raise ConstraintError(f"invalid {kind}{where}: {error.strip()}")
+        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {error.strip()}")
     matcher = llguidance.LLMatcher(tokenizer, grammar)
     if matcher.is_error():
-        raise ConstraintError(f"invalid {kind}{where}: {matcher.get_error()}")
-    return GrammarConstraint(matcher, model.n_vocab, f"{kind}{where}")
+        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher.get_error()}")
+    return GrammarConstraint(matcher, model.n_vocab, f"{_WHAT.get(kind, kind)}{where}")
 
 
 def _suffixes(kind: str) -> tuple[str, ...]:
@@ -123,9 +126,6 @@ def shipped(kind: str, name: str) -> Path | None:
         if candidate in known:
             return grammars.path(candidate)
     return None
-
-
-_WHAT = {"lark": "grammar", "json-schema": "JSON schema", "regex": "regex"}  # a file's kind, in words
 
 
 def read_source(kind: str, path: str | Path) -> str:
