@@ -61,11 +61,25 @@ def test_nothing_the_program_forks_outlives_it(tmp_path):
     assert run_python("raise SystemExit(3)").returncode == 3
 
 
+FORK_BOMB = """
+import os, time
+try:
+    for _ in range(600):
+        if os.fork() == 0:
+            time.sleep(3)
+            os._exit(0)
+    print("all")
+except BlockingIOError:
+    print("limited")
+"""
+
+
 def test_an_unprivileged_user_gets_the_same_isolation():
     """`unshare --net` needs root; any other user needs a user namespace of its own
     (--map-root-user), which was never tried: for everyone but root the sandbox had network
     and no PID namespace. Checked as `nobody` (root can switch to it) with the system Python,
-    which that user can run, and the runner module alone (it needs nothing else)."""
+    which that user can run, and the runner module alone (it needs nothing else). Such a user
+    also gets a task limit (root is exempt from it in the kernel)."""
     import os
     import shutil
     import subprocess
@@ -94,9 +108,11 @@ def test_an_unprivileged_user_gets_the_same_isolation():
             "r = runner.run_python(\"import socket\\nsocket.create_connection(('127.0.0.1', 9), timeout=2)\")\n"
             "print(r.status, 'unreachable' in r.stderr or 'Errno 101' in r.stderr)\n"
             "print(runner.run_python('assert 1 + 1 == 2').status)\n"
+            f"print(runner.run_python({FORK_BOMB!r}, timeout=8).stdout.split()[0])\n"
         )
         res = subprocess.run([*switch, python, "-c", code], capture_output=True, text=True, env={"HOME": "/tmp"})
         assert res.returncode == 0, res.stderr
-        assert res.stdout.split() == ["True", "True", "failed", "True", "passed"], res
+        # and a fork bomb stops at the task limit (all 600 forks went through before)
+        assert res.stdout.split() == ["True", "True", "failed", "True", "passed", "limited"], res
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -23,6 +23,7 @@ from functools import lru_cache
 
 OUTPUT_LIMIT = 64 << 20  # bytes a program may write to any one file, its output included
 TAIL_CHARS = 2000  # of stdout and stderr kept in a result
+MAX_TASKS = 256  # processes and threads a program may add to its user's (not as root: see _task_limit)
 
 
 @dataclass
@@ -93,11 +94,14 @@ def run_python(
     code: str, *, timeout: float = 10.0, memory_mb: int = 1024, cpu_seconds: int | None = None
 ) -> SandboxResult:
     cpu = int(cpu_seconds or max(1, int(timeout) + 1))
+    tasks = _task_limit()
 
     def limit() -> None:  # runs in the child before exec
         import resource
 
         mem = memory_mb * 1024 * 1024
+        if tasks is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (tasks, tasks))
         resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
         resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
         resource.setrlimit(resource.RLIMIT_FSIZE, (OUTPUT_LIMIT, OUTPUT_LIMIT))
@@ -136,6 +140,37 @@ def run_python(
         if out_cut or err_cut:  # Python then fails with EFBIG
             err = (err + f"\n[sandbox: output cut at {OUTPUT_LIMIT >> 20} MB]")[-TAIL_CHARS:]
         return SandboxResult(status, proc.returncode, time.perf_counter() - t0, out, err)
+
+
+def _task_limit() -> int | None:
+    """RLIMIT_NPROC for the program: the tasks (processes and threads) this user runs now plus
+    MAX_TASKS, so a fork bomb stops there instead of freezing the desktop until the timeout.
+    The limit counts every task of the user, hence the headroom; root is exempt from it (the
+    kernel does not apply it), and without /proc nothing is set."""
+    uid = os.getuid()
+    if uid == 0 or not os.path.isdir("/proc"):
+        return None
+    count = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/status", encoding="ascii", errors="replace") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+            if int(fields["Uid"].split()[0]) == uid:
+                count += int(fields["Threads"])
+        except (OSError, KeyError, ValueError, IndexError):
+            continue  # a process that ended meanwhile, or one we may not read
+    current = _current_task_limit()
+    wanted = count + MAX_TASKS
+    return wanted if current is None or wanted < current else None
+
+
+def _current_task_limit() -> int | None:
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NPROC)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _tail(path: str) -> tuple[str, bool]:
