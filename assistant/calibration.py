@@ -29,7 +29,7 @@ import numpy as np
 from .code_hash import code_hash
 from .config import data_dir
 from .engine import common_prefix
-from .errors import UserError
+from .errors import UserError, reason
 from .files import read_json_object, update_json_object
 
 STORE = "adadec_thresholds.json"
@@ -97,7 +97,7 @@ def save_threshold(model_path: Path, result: dict) -> None:
     try:
         update_json_object(store_file, lambda store: store.__setitem__(key, entry))
     except OSError as exc:
-        raise UserError(f"cannot save the threshold to {store_file}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot save the threshold to {store_file}: {reason(exc)}") from None
 
 
 def forced_inputs(model, n_ctx: int, problems: list[dict]) -> list[tuple[list[int], int]]:

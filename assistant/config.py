@@ -18,7 +18,7 @@ from typing import Any
 
 import platformdirs
 
-from .errors import UserError
+from .errors import UserError, reason
 
 APP = "assistant"
 
@@ -66,7 +66,7 @@ def _user_dir(env: str, default: Path, what: str) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        why = exc.strerror or exc
+        why = reason(exc)
         raise UserError(f"cannot create the {what} folder {path} ({why}); set {env} to a writable folder") from None
     return path
 
@@ -119,7 +119,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is no TOML
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"config file {path}: {exc}") from None
+            raise UserError(f"config file {path}: {reason(exc)}") from None
         for key, value in data.items():
             key_n = key.replace("-", "_")
             if key_n not in names:

@@ -31,3 +31,9 @@ class Interrupted(KeyboardInterrupt):
 
 class Cancelled(Exception):
     """The generation was cancelled (client gone, newer keystroke, Ctrl-C)."""
+
+
+def reason(exc: BaseException) -> str:
+    """Why an operation on a file failed, for a message that names the file itself: an
+    OSError's reason without the path it repeats ("Is a directory"), anything else whole."""
+    return str(getattr(exc, "strerror", None) or exc)

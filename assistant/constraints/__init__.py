@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, reason
 
 KINDS = ("lark", "regex", "json-schema")
 
@@ -140,5 +140,4 @@ def read_source(kind: str, path: str | Path) -> str:
         names = ", ".join(_shipped_names(kind))
         raise ConstraintError(f"{_WHAT[kind]} file not found: {p} (shipped, usable by name: {names})") from None
     except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or exc  # an OSError's reason without its repeated path
-        raise ConstraintError(f"cannot read {_WHAT[kind]} file {p}: {why}") from None
+        raise ConstraintError(f"cannot read {_WHAT[kind]} file {p}: {reason(exc)}") from None

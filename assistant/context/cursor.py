@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, reason
 
 
 def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str, str]:
@@ -21,7 +21,7 @@ def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str, str]:
     except UnicodeDecodeError:
         raise UserError(f"not a UTF-8 text file: {path}") from None
     except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot read {path}: {reason(exc)}") from None
     newline = "\r\n" if raw.count("\r\n") * 2 > raw.count("\n") else "\n"
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")  # a trailing newline gives an empty last line: the cursor may go there

@@ -14,7 +14,7 @@ import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import ModelError
+from ..errors import ModelError, reason
 
 GGUF_MAGIC = b"GGUF"
 FIM_KEYS = ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id")
@@ -39,7 +39,7 @@ def check_gguf_path(path: str | os.PathLike) -> Path:
         with p.open("rb") as fh:
             magic = fh.read(4)
     except OSError as exc:
-        raise ModelError(f"cannot read model file {p}: {exc.strerror or exc}") from None
+        raise ModelError(f"cannot read model file {p}: {reason(exc)}") from None
     if not magic:
         raise ModelError(f"not a GGUF file (empty): {p}")
     if magic != GGUF_MAGIC:

@@ -21,7 +21,7 @@ from ..calibration import file_sha256, finite_number, humaneval_problems
 from ..code_hash import source_hash, whole_package_files
 from ..config import data_dir
 from ..decoding import Request, Sampling
-from ..errors import Interrupted, UserError
+from ..errors import Interrupted, UserError, reason
 from ..sandbox import run_python
 
 
@@ -97,7 +97,7 @@ def read_results(out: Path) -> list[dict]:
     try:
         lines = out.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read the results file {out}: {e}") from None
+        raise UserError(f"cannot read the results file {out}: {reason(e)}") from None
     records = []
     for line in lines:
         try:
@@ -167,7 +167,7 @@ def _append(fh, out: Path, text: str, saved: Callable[[], int] | None = None, to
     except OSError as e:  # a full disk, a quota, a network mount gone
         n = saved() if saved else 0
         kept = f"; {n} of {total} problems are saved, and the same command resumes there" if n else ""
-        raise UserError(f"cannot write the results file {out}: {e.strerror or e}{kept}") from None
+        raise UserError(f"cannot write the results file {out}: {reason(e)}{kept}") from None
 
 
 def program(problem: dict, completion: str) -> str:
@@ -219,7 +219,7 @@ def run_humaneval(
         out.parent.mkdir(parents=True, exist_ok=True)
         fh = out.open("ab", buffering=0)  # unbuffered: a write that fails (a full disk) fails here, not at close
     except OSError as e:
-        raise UserError(f"cannot write the results file {out}: {e.strerror or e}") from None
+        raise UserError(f"cannot write the results file {out}: {reason(e)}") from None
     with fh:
         _claim(fh, out)
         _end_cut_line(fh, out)

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..calibration import humaneval_problems
 from ..context.syntax import EXTENSIONS, parses
 from ..decoding import Request, Sampling
-from ..errors import UserError
+from ..errors import UserError, reason
 from ..sandbox import run_python
 
 LANGUAGES = frozenset(EXTENSIONS.values())
@@ -67,7 +67,7 @@ def load_cases(path: Path) -> list[dict]:
     try:
         text = Path(path).read_text(encoding="utf-8-sig")  # a BOM is no JSON
     except OSError as exc:
-        raise UserError(f"cannot read cases file {path}: {exc}") from None
+        raise UserError(f"cannot read cases file {path}: {reason(exc)}") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"cases file {path} is not UTF-8 text (byte {exc.start})") from None
     for n, line in enumerate(text.splitlines(), 1):
