@@ -138,11 +138,15 @@ class Service:
                 sequence=main,
                 progress=progress,
             )
+            ended = False
             try:
                 for event in strategy.generate(run):
+                    ended = isinstance(event, Done)
                     yield _with_prompt_stats(event, prompt)
             except Cancelled:  # an aborted decode the strategy did not catch (e.g. in a lookahead)
                 run.finish("cancelled")
+                ended = False
+            if not ended:  # every caller reads a last `Done`; a plugin's strategy may end without one
                 yield _with_prompt_stats(run.done(), prompt)
 
     def run(self, request: Request, **kwargs) -> Done:

@@ -141,3 +141,35 @@ def test_zero_max_tokens_and_deadline(service):
 
     done, _ = collect(service, Request(prompt="x = ", max_tokens=50, deadline=time.monotonic() - 1))
     assert done.finish_reason == "deadline" and len(done.tokens) == 1
+
+
+def test_a_strategy_that_ends_without_done_still_ends_with_done(smol_path):
+    """Every caller reads a last `Done` (the CLI, the evals); a plugin's strategy that returned
+    without yielding one left them a None: an AttributeError traceback in `generate`."""
+    import types
+
+    from assistant import hookimpl
+    from assistant.config import Settings
+    from assistant.decoding import Strategy
+    from assistant.registry import Registry
+    from assistant.service import Service
+
+    class Forgetful(Strategy):
+        name = "forgetful"
+        summary = "Greedy for two tokens, then returns without `run.done()` (a test plugin)."
+
+        def generate(self, run):
+            logits = run.start()
+            for _ in range(2):
+                token = run.ops.argmax(logits)
+                yield from run.take(token)
+                logits = run.step(token)
+
+    plugin = types.SimpleNamespace(register_strategies=hookimpl(lambda register: register(Forgetful)))
+    registry = Registry()
+    registry.add(plugin, "forgetful-plugin")
+    service = Service(Settings(completion_model=str(smol_path)), registry=registry)
+    events = list(service.generate(Request(prompt="def f(x):", max_tokens=8, strategy="forgetful")))
+    done = events[-1]
+    assert isinstance(done, Done) and len(done.tokens) == 2 and done.stats["generated_tokens"] == 2
+    assert done.text == "".join(e.text for e in events if not isinstance(e, Done))
