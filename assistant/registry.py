@@ -7,6 +7,7 @@ assistant down. `ASSISTANT_PLUGINS=name,name` limits which entry points load.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
@@ -73,11 +74,19 @@ class Registry:
             try:
                 impl.function(register=register)
             except Exception as exc:  # noqa: BLE001
-                self.failures[impl.plugin_name] = f"{hook} raised {type(exc).__name__}: {exc}"
+                self._fail(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
                 continue
             found.extend(calls)
         self._cache[hook] = found
         return found
+
+    def _fail(self, plugin: str, why: str) -> None:
+        """Note one more thing wrong with a plugin (each once: registrations are read again)."""
+        said = self.failures.get(plugin)
+        if said is None:
+            self.failures[plugin] = why
+        elif why not in said.split("; "):
+            self.failures[plugin] = f"{said}; {why}"
 
     def _builtin(self, plugin: str) -> bool:
         module = self.pm.get_plugin(plugin)
@@ -105,7 +114,11 @@ class Registry:
             cls = args[0]
             name = getattr(cls, "name", None)
             if not name:
-                self.failures[plugin] = f"strategy {cls!r} has no `name`"
+                self._fail(plugin, f"strategy {cls!r} has no `name`")
+                continue
+            problem = _strategy_problem(cls)
+            if problem:  # listed, it would break `strategies` for every plugin (and fail at run time)
+                self._fail(plugin, f"strategy {name!r} {problem}")
                 continue
             entries.append((plugin, name, cls))
         return self._by_name("strategy", entries)
@@ -139,6 +152,22 @@ class Registry:
 
 
 _registry: Registry | None = None
+
+
+def _strategy_problem(cls: Any) -> str | None:
+    """Why a registered strategy cannot be used, or None: it needs a `generate`, and options
+    that are a dataclass whose every field has a default (a run without options uses them)."""
+    if not isinstance(cls, type) or not callable(getattr(cls, "generate", None)):
+        return "has no generate(run) method"
+    options = getattr(cls, "Options", None)
+    if not (isinstance(options, type) and dataclasses.is_dataclass(options)):
+        return "has Options that are not a dataclass"
+    try:
+        options()
+        cls.describe()
+    except Exception as exc:  # noqa: BLE001 - any failure here is the plugin's
+        return f"has Options that cannot be used without arguments ({type(exc).__name__}: {exc})"
+    return None
 
 
 def get_registry() -> Registry:

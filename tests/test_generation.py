@@ -173,3 +173,49 @@ def test_a_strategy_that_ends_without_done_still_ends_with_done(smol_path):
     done = events[-1]
     assert isinstance(done, Done) and len(done.tokens) == 2 and done.stats["generated_tokens"] == 2
     assert done.text == "".join(e.text for e in events if not isinstance(e, Done))
+
+
+def test_a_plugin_strategy_that_cannot_be_used_is_reported_and_skipped():
+    """A registered "strategy" without generate(), or whose Options are not a dataclass with
+    defaults, was listed: `assistant strategies` then died with a traceback for every plugin,
+    and a run failed inside the strategy. It is now skipped with the reason, as a plugin that
+    fails to import is."""
+    import dataclasses
+    import types
+
+    from assistant import hookimpl
+    from assistant.decoding import Strategy
+    from assistant.registry import Registry
+
+    @dataclasses.dataclass
+    class NeedsValue:
+        width: int  # no default: a run without options cannot build it
+
+    class NoOptionsDefault(Strategy):
+        name = "no-default"
+        Options = NeedsValue
+
+        def generate(self, run):
+            yield run.done()
+
+    class NotDataclass(NoOptionsDefault):
+        name = "not-dataclass"
+        Options = dict
+
+    class NoGenerate:
+        name = "no-generate"
+
+    def register(register):
+        for cls in (NoOptionsDefault, NotDataclass, NoGenerate):
+            register(cls)
+
+    registry = Registry()
+    registry.add(types.SimpleNamespace(register_strategies=hookimpl(register)), "broken-plugin")
+    strategies = registry.strategies()
+    assert "greedy" in strategies and not {"no-default", "not-dataclass", "no-generate"} & set(strategies)
+    assert all(cls.describe() for cls in strategies.values())  # what `assistant strategies` shows
+    said = registry.failures["broken-plugin"]  # each reason, once, however often it is read
+    registry.strategies()
+    assert registry.failures["broken-plugin"] == said
+    assert said.count("cannot be used without arguments") == 1 and "'not-dataclass' has Options that are not" in said
+    assert "'no-generate' has no generate(run) method" in said
