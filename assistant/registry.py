@@ -19,6 +19,7 @@ from . import hookspecs
 from .errors import PluginError
 
 ENTRY_POINT_GROUP = "assistant"
+BUILTIN_PREFIX = "assistant.plugins."  # the modules of the built-in plugins
 # the hooks whose calls are register(name, thing): every spec but strategies' and commands'
 NAMED_HOOKS = tuple(
     n for n in vars(hookspecs) if n.startswith("register_") and n not in ("register_strategies", "register_commands")
@@ -90,7 +91,7 @@ class Registry:
 
     def _builtin(self, plugin: str) -> bool:
         module = self.pm.get_plugin(plugin)
-        return getattr(module, "__name__", "").startswith("assistant.plugins.")
+        return getattr(module, "__name__", "").startswith(BUILTIN_PREFIX)
 
     def _by_name(self, kind: str, entries: list[tuple[str, str, Any]]) -> dict[str, Any]:
         """{name: thing} from (plugin, name, thing) registrations. Where two plugins register

@@ -13,8 +13,8 @@ from .context import build_prompt
 from .context.syntax import known_languages
 from .decoding import Constraint, Done, Event, Request, Run
 from .engine import Context, Model, PriceBook, check_gguf_path
-from .errors import Cancelled, UserError
-from .registry import Registry, get_registry
+from .errors import Cancelled, EngineError, PluginError, UserError
+from .registry import BUILTIN_PREFIX, Registry, get_registry
 
 
 class Service:
@@ -146,6 +146,12 @@ class Service:
             except Cancelled:  # an aborted decode the strategy did not catch (e.g. in a lookahead)
                 run.finish("cancelled")
                 ended = False
+            except (UserError, EngineError):
+                raise
+            except Exception as exc:
+                if strategy_cls.__module__.startswith(BUILTIN_PREFIX):
+                    raise  # our own bug: the traceback is the report
+                raise PluginError(_plugin_failure(strategy_cls, exc)) from exc
             if not ended:  # every caller reads a last `Done`; a plugin's strategy may end without one
                 yield _with_prompt_stats(run.done(), prompt)
 
@@ -165,6 +171,19 @@ class Service:
         """Abort any decode running on any context (e.g. on a newer keystroke)."""
         for ctx in self._contexts.values():
             ctx.abort()
+
+
+def _plugin_failure(strategy_cls: type, exc: Exception) -> str:
+    """One line for a third-party strategy that raised: whose bug it is and where, instead of
+    a traceback the user would take for the assistant's."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return (
+        f"strategy {strategy_cls.name!r} (plugin module {strategy_cls.__module__}) failed{where}: "
+        f"{type(exc).__name__}: {exc} (a bug in that plugin)"
+    )
 
 
 def _with_prompt_stats(event: Event, prompt) -> Event:

@@ -219,3 +219,34 @@ def test_a_plugin_strategy_that_cannot_be_used_is_reported_and_skipped():
     assert registry.failures["broken-plugin"] == said
     assert said.count("cannot be used without arguments") == 1 and "'not-dataclass' has Options that are not" in said
     assert "'no-generate' has no generate(run) method" in said
+
+
+def test_a_plugin_strategy_that_raises_is_one_line_naming_the_plugin(smol_path):
+    """A third-party strategy's bug was a traceback the user would take for the assistant's;
+    now a PluginError (one line, exit 2) names the strategy, its module, the line and the error."""
+    import types
+
+    from assistant import hookimpl
+    from assistant.config import Settings
+    from assistant.decoding import Strategy
+    from assistant.registry import Registry
+    from assistant.service import Service
+
+    class Boom(Strategy):
+        name = "boom"
+
+        def generate(self, run):
+            run.start()
+            raise ValueError("no luck")
+
+    registry = Registry()
+    registry.add(types.SimpleNamespace(register_strategies=hookimpl(lambda register: register(Boom))), "boom-plugin")
+    service = Service(Settings(completion_model=str(smol_path)), registry=registry)
+    with pytest.raises(
+        PluginError,
+        match=r"strategy 'boom' \(plugin module test_generation\) failed at "
+        r"test_generation.py:\d+: ValueError: no luck \(a bug in that plugin\)",
+    ):
+        service.run(Request(prompt="x", max_tokens=2, strategy="boom"))
+    done = service.run(Request(prompt="x", max_tokens=2))  # the service goes on
+    assert len(done.tokens) == 2
