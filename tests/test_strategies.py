@@ -1051,3 +1051,28 @@ def test_bench_strategies_json(smol_path):
     assert obj["grammar-infill_infill"]["time_vs_greedy_infill"] > 0
     grammar = obj["grammar"]
     assert grammar["tokens"] > 0 and grammar["mask_apply_ms"] > 0 and grammar["overhead_vs_step"] > 0
+
+
+def test_bench_strategies_reports_a_failing_plugin_and_goes_on(smol_path):
+    """A plugin's strategy that raised ended the whole bench (every row measured so far lost);
+    its row now says why and the others are measured."""
+    import types
+
+    from assistant import hookimpl
+    from assistant.bench.strategies import run_strategies_bench
+    from assistant.decoding import Strategy
+    from assistant.registry import Registry
+
+    class Boom(Strategy):
+        name = "boom"
+
+        def generate(self, run):
+            run.start()
+            raise ValueError("no luck")
+
+    registry = Registry(only={"greedy", "sample"})
+    registry.add(types.SimpleNamespace(register_strategies=hookimpl(lambda register: register(Boom))), "boom-plugin")
+    service = Service(Settings(completion_model=str(smol_path)), registry=registry)
+    result = run_strategies_bench(service, n_tokens=3, rounds=2)
+    assert result["sample"]["time_vs_greedy"] > 0 and result["greedy"]["time_vs_greedy"] == 1.0
+    assert "ValueError: no luck (a bug in that plugin)" in result["boom"]["error"]
