@@ -217,10 +217,14 @@ class NgramStore:
             return cls(tables, int(z["n_tokens"]))
 
 
+def _is_stdlib(files: list[Path]) -> bool:
+    return bool(files) and files == list(_stdlib_files())
+
+
 def describe_corpus(files: list[Path]) -> str:
     """Which corpus a store came from, for the user: the default falls back silently to the
     standard library outside a git repository."""
-    if files and files == list(_stdlib_files()):
+    if _is_stdlib(files):
         return f"the Python standard library ({len(files)} files)"
     if len(files) == 1:
         return str(files[0])
@@ -236,7 +240,7 @@ def corpus_root_id(files: list[Path]) -> str:
 
 def corpus_signature(files: list[Path]) -> str:
     h = hashlib.sha256()
-    if files and files == list(_stdlib_files()):  # the stdlib only changes with the interpreter
+    if _is_stdlib(files):  # the stdlib only changes with the interpreter
         h.update(f"stdlib:{sysconfig.get_paths()['stdlib']}:{sys.version}".encode())
         return h.hexdigest()[:20]
     for f in files:

@@ -248,12 +248,7 @@ class Superposed(Strategy):
             scores = self._true_logprobs(run, drafts)
             for d, s in zip(drafts, scores, strict=True):
                 d.score = s
-        ranked, seen = [], set()
-        for d in sorted(drafts, key=lambda d: d.log_perplexity):
-            if d.text not in seen:  # drafts cut to the same text are one alternative, not two
-                seen.add(d.text)
-                ranked.append(d)
-        return ranked[: o.k]
+        return _best_distinct(drafts, o.k)  # drafts cut to the same text are one alternative, not two
 
     def _true_logprobs(self, run, drafts) -> list[float]:
         """Sum of the model's log-probabilities of each draft after the prompt: the drafts are

@@ -12,7 +12,7 @@ from math import comb
 from pathlib import Path
 
 from ..errors import UserError
-from .humaneval import read_results, strategy_of_tag
+from .humaneval import model_of_tag, read_results, strategy_of_tag
 
 
 def mcnemar_exact_p(only_a: int, only_b: int) -> float:
@@ -40,7 +40,7 @@ def _describe(path: Path, records: list[dict]) -> dict:
     if len(runs) > 1:
         raise UserError(f"{path} mixes the results of {len(runs)} runs: compare files written by one run each")
     tag = runs.pop() if runs else ""
-    model = tag.partition("-")[0] if tag else ""  # the GGUF's hash, first in every run's name
+    model = model_of_tag(tag) if tag else ""
     return {"results": str(path), "run": tag, "strategy": strategy_of_tag(tag) if tag else "unknown", "model": model}
 
 

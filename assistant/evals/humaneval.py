@@ -64,6 +64,11 @@ def results_path(tag: str) -> Path:
     return data_dir() / "eval" / f"humaneval-{tag}.jsonl"
 
 
+def model_of_tag(tag: str) -> str:
+    """The GGUF's hash at the start of a `run_tag`."""
+    return tag.partition("-")[0]
+
+
 def strategy_of_tag(tag: str) -> str:
     """The strategy name inside a `run_tag`: between the model hash and the settings hash
     (a name may hold '-', the hashes do not)."""
@@ -224,10 +229,11 @@ def run_humaneval(
         _claim(fh, out)
         _end_cut_line(fh, out)
         done = _load_results(out, tag)  # read again under the claim: what a run before wrote last
-        resumed = sum(1 for p in problems if p["task_id"] in done)
 
         def saved() -> int:
             return sum(1 for p in problems if p["task_id"] in done)
+
+        resumed = saved()
 
         if progress:
             progress(0, len(problems))

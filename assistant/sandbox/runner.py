@@ -60,20 +60,16 @@ _ISOLATIONS = (
 
 @lru_cache(maxsize=1)
 def _isolation_prefix() -> tuple[str, ...]:
-    return isolation_prefix()
-
-
-def isolation_prefix(run_as: tuple[str, ...] = ()) -> tuple[str, ...]:
     """The most isolation `unshare` gives here (root or user namespaces): no network and a PID
     namespace of its own, whose every process the kernel kills when its first one ends (so
     nothing the program forks, even into a new session, outlives the run); else no network
-    alone; else nothing. `run_as`: a command prefix the probes run under (another user)."""
+    alone; else nothing."""
     tool = shutil.which("unshare")
     if not tool or not sys.platform.startswith("linux"):
         return ()
     for flags, first in _ISOLATIONS:
         try:
-            probe = subprocess.run([*run_as, tool, *flags, "--", *first, "true"], capture_output=True, timeout=5)
+            probe = subprocess.run([tool, *flags, "--", *first, "true"], capture_output=True, timeout=5)
         except (OSError, subprocess.SubprocessError):
             continue
         if probe.returncode == 0:
