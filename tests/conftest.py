@@ -16,6 +16,23 @@ from assistant.engine import Context, Model
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def registry_with(*strategies, plugin: str = "test-plugin", only=None):
+    """The installed plugins (or `only` those) and an in-process plugin registering
+    `strategies`, as a third-party one would."""
+    import types
+
+    from assistant import hookimpl
+    from assistant.registry import Registry
+
+    def register_strategies(register):
+        for cls in strategies:
+            register(cls)
+
+    registry = Registry(only=only)
+    registry.add(types.SimpleNamespace(register_strategies=hookimpl(register_strategies)), plugin)
+    return registry
+
+
 @pytest.fixture(scope="session")
 def smol_path() -> Path:
     return bundled.chat_model_path()

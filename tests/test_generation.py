@@ -146,12 +146,10 @@ def test_zero_max_tokens_and_deadline(service):
 def test_a_strategy_that_ends_without_done_still_ends_with_done(smol_path):
     """Every caller reads a last `Done` (the CLI, the evals); a plugin's strategy that returned
     without yielding one left them a None: an AttributeError traceback in `generate`."""
-    import types
+    from conftest import registry_with
 
-    from assistant import hookimpl
     from assistant.config import Settings
     from assistant.decoding import Strategy
-    from assistant.registry import Registry
     from assistant.service import Service
 
     class Forgetful(Strategy):
@@ -165,10 +163,7 @@ def test_a_strategy_that_ends_without_done_still_ends_with_done(smol_path):
                 yield from run.take(token)
                 logits = run.step(token)
 
-    plugin = types.SimpleNamespace(register_strategies=hookimpl(lambda register: register(Forgetful)))
-    registry = Registry()
-    registry.add(plugin, "forgetful-plugin")
-    service = Service(Settings(completion_model=str(smol_path)), registry=registry)
+    service = Service(Settings(completion_model=str(smol_path)), registry=registry_with(Forgetful))
     events = list(service.generate(Request(prompt="def f(x):", max_tokens=8, strategy="forgetful")))
     done = events[-1]
     assert isinstance(done, Done) and len(done.tokens) == 2 and done.stats["generated_tokens"] == 2
@@ -181,11 +176,10 @@ def test_a_plugin_strategy_that_cannot_be_used_is_reported_and_skipped():
     and a run failed inside the strategy. It is now skipped with the reason, as a plugin that
     fails to import is."""
     import dataclasses
-    import types
 
-    from assistant import hookimpl
+    from conftest import registry_with
+
     from assistant.decoding import Strategy
-    from assistant.registry import Registry
 
     @dataclasses.dataclass
     class NeedsValue:
@@ -205,12 +199,7 @@ def test_a_plugin_strategy_that_cannot_be_used_is_reported_and_skipped():
     class NoGenerate:
         name = "no-generate"
 
-    def register(register):
-        for cls in (NoOptionsDefault, NotDataclass, NoGenerate):
-            register(cls)
-
-    registry = Registry()
-    registry.add(types.SimpleNamespace(register_strategies=hookimpl(register)), "broken-plugin")
+    registry = registry_with(NoOptionsDefault, NotDataclass, NoGenerate, plugin="broken-plugin")
     strategies = registry.strategies()
     assert "greedy" in strategies and not {"no-default", "not-dataclass", "no-generate"} & set(strategies)
     assert all(cls.describe() for cls in strategies.values())  # what `assistant strategies` shows
@@ -224,12 +213,10 @@ def test_a_plugin_strategy_that_cannot_be_used_is_reported_and_skipped():
 def test_a_plugin_strategy_that_raises_is_one_line_naming_the_plugin(smol_path):
     """A third-party strategy's bug was a traceback the user would take for the assistant's;
     now a PluginError (one line, exit 2) names the strategy, its module, the line and the error."""
-    import types
+    from conftest import registry_with
 
-    from assistant import hookimpl
     from assistant.config import Settings
     from assistant.decoding import Strategy
-    from assistant.registry import Registry
     from assistant.service import Service
 
     class Boom(Strategy):
@@ -239,9 +226,7 @@ def test_a_plugin_strategy_that_raises_is_one_line_naming_the_plugin(smol_path):
             run.start()
             raise ValueError("no luck")
 
-    registry = Registry()
-    registry.add(types.SimpleNamespace(register_strategies=hookimpl(lambda register: register(Boom))), "boom-plugin")
-    service = Service(Settings(completion_model=str(smol_path)), registry=registry)
+    service = Service(Settings(completion_model=str(smol_path)), registry=registry_with(Boom))
     with pytest.raises(
         PluginError,
         match=r"strategy 'boom' \(plugin module test_generation\) failed at "

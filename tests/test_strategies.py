@@ -1056,12 +1056,10 @@ def test_bench_strategies_json(smol_path):
 def test_bench_strategies_reports_a_failing_plugin_and_goes_on(smol_path):
     """A plugin's strategy that raised ended the whole bench (every row measured so far lost);
     its row now says why and the others are measured."""
-    import types
+    from conftest import registry_with
 
-    from assistant import hookimpl
     from assistant.bench.strategies import run_strategies_bench
     from assistant.decoding import Strategy
-    from assistant.registry import Registry
 
     class Boom(Strategy):
         name = "boom"
@@ -1070,8 +1068,7 @@ def test_bench_strategies_reports_a_failing_plugin_and_goes_on(smol_path):
             run.start()
             raise ValueError("no luck")
 
-    registry = Registry(only={"greedy", "sample"})
-    registry.add(types.SimpleNamespace(register_strategies=hookimpl(lambda register: register(Boom))), "boom-plugin")
+    registry = registry_with(Boom, only={"greedy", "sample"})
     service = Service(Settings(completion_model=str(smol_path)), registry=registry)
     result = run_strategies_bench(service, n_tokens=3, rounds=2)
     assert result["sample"]["time_vs_greedy"] > 0 and result["greedy"]["time_vs_greedy"] == 1.0
