@@ -18,13 +18,14 @@ cached on disk.
 
 from __future__ import annotations
 
+import codecs
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from assistant import hookimpl
-from assistant.decoding import Drafts, Run, Strategy, option, require
+from assistant.decoding import Drafts, Run, Strategy, option, require, text_of
 from assistant.errors import Cancelled, ContextOverflow, PluginError
 from assistant.ngrams import MAX_CONTEXT
 from assistant.ops import numpy_ops
@@ -70,6 +71,7 @@ class Draft:
     finish: str | None = None
     text: str | None = None  # final (cut) text once finished
     eog: int | None = None  # the end-of-generation token that finished it, counted as the others count it
+    pending: bytes = b""  # the start of a character its last token left unfinished
 
     def extend(self, run: Run, token: int, score: float) -> Draft:
         child = Draft(self.tokens + [token], score, self.raw + run.model.piece(token))
@@ -84,6 +86,20 @@ class Draft:
         """What drafts are ranked by (the log keeps the order; exp overflowed for scores made of
         large no-match penalties)."""
         return -self.score / max(1, len(self.tokens))
+
+
+def _utf8_tail(pending: bytes, piece: bytes) -> bytes | None:
+    """The unfinished character's bytes after `pending + piece`, or None where they are not
+    UTF-8. The drafts share one distribution: a byte-fallback token that finishes another
+    draft's character is likely there, and as a draft's next token it spelled U+FFFD."""
+    if not pending and piece.isascii():
+        return b""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    try:
+        decoder.decode(pending + piece)
+    except UnicodeDecodeError:
+        return None
+    return decoder.getstate()[0]
 
 
 def _best_distinct(drafts: list, k: int) -> list:
@@ -137,7 +153,7 @@ class Superposed(Strategy):
             finished = _best_distinct(finished + done_now, o.k)
             steps += 1
             if alive:
-                yield Drafts([d.raw.decode("utf-8", "replace") for d in alive], [d.score for d in alive])
+                yield Drafts([text_of(d.raw) for d in alive], [d.score for d in alive])
             if len(finished) >= o.k or not alive or steps >= run.request.max_tokens:
                 break
             weights = np.exp(np.array([d.score for d in alive]) - max(d.score for d in alive))
@@ -212,24 +228,26 @@ class Superposed(Strategy):
                 d.text = self._cut(run, d)
                 done.append(d)
                 continue
-            raw = parent.raw + model.piece(v)
-            if raw in texts:
+            piece = model.piece(v)
+            raw, pending = parent.raw + piece, _utf8_tail(parent.pending, piece)
+            if raw in texts or pending is None:
                 continue
             texts.add(raw)
             considered += 1
             if len(new_alive) >= o.k:
                 continue
             child = parent.extend(run, v, score)
-            reason, end = child.stops.check(child.raw.decode("utf-8", "replace"))
+            child.pending = pending
+            reason, end = child.stops.check(text_of(child.raw))
             if reason is not None:
-                child.finish, child.text = reason, child.raw.decode("utf-8", "replace")[:end]
+                child.finish, child.text = reason, text_of(child.raw)[:end]
                 done.append(child)
             else:
                 new_alive.append(child)
         return new_alive, done
 
     def _cut(self, run, d: Draft) -> str:
-        text = d.raw.decode("utf-8", "replace")
+        text = text_of(d.raw)
         return text[: d.stops.finish(text)] if d.stops is not None else text
 
     def _final_text(self, run, d: Draft) -> str:

@@ -68,6 +68,15 @@ def service(smol_path):
     return Service(Settings(completion_model=str(smol_path), n_ctx=1024))
 
 
+@pytest.fixture(scope="session")
+def gemma_service():
+    """A Service on the bundled completion model (Gemma 3 270M: a 262k vocabulary with
+    byte-fallback tokens, which the small chat model's never needs for these prompts)."""
+    from assistant.service import Service
+
+    return Service(Settings(n_ctx=2048))
+
+
 @pytest.fixture()
 def isolated_env(tmp_path, monkeypatch):
     """No user config or env settings leak into a test."""

@@ -7,10 +7,8 @@ import json
 import pytest
 from conftest import run_cli
 
-from assistant.config import Settings
 from assistant.context.syntax import SyntaxGuard, language_of, parses
 from assistant.decoding import Done, Request
-from assistant.service import Service
 
 CASES = {
     "closing brackets": ("values = [1, 2, 3]\ntotal = sum(", "))\nprint(total)\n"),
@@ -18,11 +16,6 @@ CASES = {
     "dedented next statement": ("def area(r):\n    ", "\n\n\nprint(area(2))\n"),
     "string left open": ('def greet(name):\n    return "Hello, ', '"\n'),
 }
-
-
-@pytest.fixture(scope="module")
-def gemma_service():
-    return Service(Settings(n_ctx=2048))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

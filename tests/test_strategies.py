@@ -446,6 +446,17 @@ def test_superposed_gives_distinct_drafts(service):
     assert 0.5 * st["decode_seconds"] <= span <= st["seconds"] - st["prompt_seconds"] + 1e-3, st
 
 
+def test_superposed_drafts_stay_utf8(gemma_service):
+    """The drafts share one distribution, where a byte-fallback token finishing one draft's
+    character is likely; another draft took it after a whole character and spelled U+FFFD
+    ('ꙮ \ufffd\ufffdꙮꙮ'). A draft takes only tokens that keep its bytes UTF-8."""
+    req = Request(prompt="# ꙮꙮꙮ ꙮꙮ", max_tokens=13, strategy="superposed", options={"corpus": SMALL_CORPUS})
+    done, events = run(gemma_service, req)
+    seen = [t for e in events if isinstance(e, Drafts) for t in e.texts]
+    assert sum("ꙮ" in t for t in seen) > 10 and len(set(done.texts)) == 3, done.texts
+    assert not any("\ufffd" in t for t in seen), [t for t in seen if "\ufffd" in t]
+
+
 def test_superposed_without_ngrams_warns_of_nothing(service):
     """alpha=0 (the model's distribution alone) printed numpy's 'invalid value encountered in
     multiply' to the user's terminal: 0 x log 0 in a branch never taken."""

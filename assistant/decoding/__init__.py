@@ -3,7 +3,7 @@
 from .constraint import AllowedTokens, Constraint
 from .events import Done, Drafts, Event, Node, Pause, Token
 from .request import ContextChunk, Request, Sampling
-from .run import Run
+from .run import Run, text_of
 from .steps import token_by_token
 from .strategy import Strategy, option, require
 
@@ -23,5 +23,6 @@ __all__ = [
     "Token",
     "option",
     "require",
+    "text_of",
     "token_by_token",
 ]

@@ -24,6 +24,13 @@ from .request import Request
 from .stops import StopRules, TextGuard
 
 
+def text_of(raw: bytes) -> str:
+    """A model's output bytes as text. Invalid bytes show as U+FFFD, but a character the
+    last token cut through (one byte-fallback token of several) is left out, as streaming
+    leaves it out: it is not text, and an editor would insert U+FFFD into the file."""
+    return codecs.getincrementaldecoder("utf-8")("replace").decode(raw)
+
+
 class Run:
     def __init__(
         self,
@@ -148,7 +155,7 @@ class Run:
         """End the run; returns the last piece of text to show, if any."""
         if self.finish_reason is not None:
             return None
-        self.text += self._utf8.decode(b"", final=True)
+        self._utf8.reset()  # bytes of a character the last token cut through: not text (text_of)
         if end is None:
             end = self.stops.finish(self.text)
         end = max(end, self.emitted)  # never take back text already shown
