@@ -35,6 +35,8 @@ def check_gguf_path(path: str | os.PathLike) -> Path:
         raise ModelError(f"model file not found: {p}")
     if p.is_dir():
         raise ModelError(f"model path is a directory, not a GGUF file: {p}")
+    if not p.is_file():  # a FIFO would block the read below (a listing of a model folder hung)
+        raise ModelError(f"model path is not a regular file (a pipe, socket or device): {p}")
     try:
         with p.open("rb") as fh:
             magic = fh.read(4)
