@@ -1015,7 +1015,17 @@ def _register_plugin_commands() -> None:
         typer.echo(f"assistant: warning: plugin commands skipped: {exc}", err=True)
 
 
+def _stdout_never_fails() -> None:
+    """Text stdout's encoding cannot hold (a generated CJK comment under an ASCII or Latin-1
+    locale, or a Windows file) is written as backslash escapes, as Python writes stderr,
+    instead of ending the run in UnicodeEncodeError with the text lost."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
+    _stdout_never_fails()
     try:
         _register_plugin_commands()  # imports every plugin: Ctrl-C may land there too
         app()

@@ -53,6 +53,14 @@ def test_generate_default_model_is_gemma(tmp_path):
     assert json.loads(res.stdout)["stats"]["generated_tokens"] > 0
 
 
+def test_text_stdout_cannot_encode_is_escaped_not_lost():
+    """Under an ASCII or Latin-1 locale (or into a file on Windows) a generated CJK character
+    ended the run in UnicodeEncodeError, its text lost: it is written as an escape."""
+    res = run_cli("generate", "# 日本語のコメント\n# 次のコメント：", "-n", "12", env={"PYTHONIOENCODING": "ascii"})
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+    assert "\\u" in res.stdout and res.stdout.isascii(), res.stdout  # the model wrote some
+
+
 def test_a_prompt_that_is_not_utf8_is_a_clear_error(smol_path):
     """Bytes that are not UTF-8, piped in or in the argument, are named; they were a traceback."""
     cmd = [sys.executable, "-m", "assistant", "generate", "-", "-m", str(smol_path), "-n", "2"]
