@@ -96,8 +96,18 @@ def save_threshold(model_path: Path, result: dict) -> None:
     key = file_sha256(model_path)
     try:
         update_json_object(store_file, lambda store: store.__setitem__(key, entry))
-    except OSError as exc:
-        raise UserError(f"cannot save the threshold to {store_file}: {reason(exc)}") from None
+    except OSError as exc:  # the figures are said, not lost with the minutes that made them
+        tau = f"{result['threshold']:.3f}"
+        what = f"the threshold {tau} nats"
+        if "rerank" in result:
+            c = result["rerank"]
+            what += (
+                f" and its rerank check ({c['changed']} changes: {c['changed_to_reference']} to the reference, "
+                f"{c['changed_from_reference']} away, p = {c['p']:.2g})"
+            )
+        raise UserError(
+            f"cannot save {what} to {store_file}: {reason(exc)}; -o threshold={tau} uses it meanwhile"
+        ) from None
 
 
 def forced_inputs(model, n_ctx: int, problems: list[dict]) -> list[tuple[list[int], int]]:

@@ -230,6 +230,22 @@ def test_a_damaged_calibration_store_is_no_calibration(isolated_env, smol_path):
     assert done.stats["threshold_source"] == "calibrated" and done.stats["adadec_threshold"] == 0.7
 
 
+def test_a_threshold_that_cannot_be_saved_is_said(isolated_env, monkeypatch, service):
+    """A full disk or a broken store lost the fit (minutes of work): the error names it."""
+    from assistant.calibration import STORE, add_rerank_check, calibrate
+
+    fit = calibrate(service, limit=2)  # where it can be saved
+    assert fit["stored"]
+    monkeypatch.setenv("ASSISTANT_DATA_DIR", str(isolated_env / "full"))
+    (isolated_env / "full" / STORE).mkdir(parents=True)  # where the file goes: cannot be replaced
+    with pytest.raises(UserError) as err:
+        calibrate(service, limit=2)
+    assert f"cannot save the threshold {fit['threshold']:.3f} nats to " in str(err.value)
+    assert f"-o threshold={fit['threshold']:.3f} uses it meanwhile" in str(err.value)
+    with pytest.raises(UserError, match=r"and its rerank check \(\d+ changes: \d+ to the reference, \d+ away"):
+        add_rerank_check(service, {**fit, "stored": True})
+
+
 def test_calibrate_stores_a_threshold_that_auto_uses(isolated_env, smol_path):
     svc = Service(Settings(completion_model=str(smol_path), n_ctx=1024))
     req = Request(prompt="x = ", max_tokens=3, strategy="adadec")
