@@ -857,6 +857,15 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
         assert res.returncode == 2 and "Traceback" not in res.stderr, (bad, res.stderr)
         assert not re.search(r"humaneval \[[a-z-]+\]", res.stderr), (bad, res.stderr)  # no empty progress bar
         assert not fresh.exists(), bad
+    # a file that is not a results file (a cases file named by mistake) is not appended to
+    cases = tmp_path / "cases.jsonl"
+    cases.write_text('{"prefix": "a", "suffix": "", "middle": "b"}\n')
+    res = run_cli(*args[:9], str(cases))
+    assert res.returncode == 2 and f"{cases} is not a HumanEval results file" in res.stderr, res.stderr
+    assert cases.read_text() == '{"prefix": "a", "suffix": "", "middle": "b"}\n'
+    cut = tmp_path / "cut.jsonl"  # but a first record an interruption cut short is this runner's
+    cut.write_text(first[:30])
+    assert json.loads(run_cli(*args[:9], str(cut), "--json").stdout)["resumed"] == 0
     # `eval compare` pairs this run with another strategy's on the same problems
     ada = tmp_path / "ada.jsonl"
     res = run_cli(*args[:4], "-s", "adadec", "-o", "threshold=0", *args[4:9], str(ada), "--json")

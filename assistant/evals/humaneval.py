@@ -119,6 +119,14 @@ def _load_results(out: Path, tag: str) -> dict[str, dict]:
     if not out.is_file():
         return {}
     records = read_results(out)
+    if not records:
+        with out.open("rb") as fh:
+            head = fh.read(64).lstrip()
+        if head and not head.startswith(b'{"task_id": '):  # not even a first record cut short
+            raise UserError(
+                f"{out} is not a HumanEval results file (it starts {head[:24]!r}): name another --output; "
+                "results are not appended to other files"
+            )
     for rec in records:
         if rec.get("run", tag) != tag:
             raise UserError(
