@@ -49,6 +49,61 @@ def test_shipped_grammars_compile_and_constrain(service):
     assert done.text.upper().startswith("SELECT"), done.text
 
 
+def _syntax_error(language: str, text: str) -> bool:
+    """Whether Python, or SQLite (a missing table is no syntax error), refuses the text."""
+    import ast
+    import sqlite3
+
+    if language == "python":
+        try:
+            ast.parse(text)
+        except SyntaxError:
+            return True
+        return False
+    try:
+        sqlite3.connect(":memory:").execute(f"EXPLAIN {text}")
+    except sqlite3.OperationalError as exc:
+        return "syntax error" in str(exc) or "unrecognized token" in str(exc)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("grammar", "language", "valid", "glued"),
+    [
+        (
+            "sql_select.lark",
+            "sql",
+            ["SELECT id FROM users ORDER BY id DESC;", "select a FROM t WHERE b IN (1, 2) AND c IS NOT NULL"],
+            ["SELECTid FROM users", "SELECT * FROMusers", "SELECT a FROM t WHERE x = 1 ANDy = 2"],
+        ),
+        (
+            "python_line.lark",
+            "python",
+            ["from os import path as p", "y = [x for x in range(3) if x]", "v = x is not None and not y"],
+            ["from os importpath", "y = [x for x inrange(3)]", "z = a andb", "v = x isNone"],
+        ),
+    ],
+)
+def test_shipped_grammars_keep_keywords_apart_from_names(service, grammar, language, valid, glued):
+    """The lexer takes whatever lexeme fits where it is, so a keyword ran into the name after
+    it ("SELECTid", "a andb"): text the grammar took that SQL or Python refuses."""
+    source, model = grammars.path(grammar).read_text(), service.model()
+
+    def accepts(text: str) -> bool:
+        c = build("lark", source, model)
+        for token in model.tokenize(text):
+            allowed = c.allowed()
+            if allowed is not None and not allowed[token]:
+                return False
+            c.advance(token)
+        return c.complete()
+
+    for text in valid:
+        assert accepts(text) and not _syntax_error(language, text), text
+    for text in glued:
+        assert _syntax_error(language, text) and not accepts(text), text
+
+
 def test_regex_constraint(service):
     c = build("regex", r"[0-9]{3}-[0-9]{4}", service.model())
     done = [e for e in service.generate(Request(prompt="Phone: ", max_tokens=12), constraint=c)][-1]
