@@ -104,6 +104,34 @@ def test_shipped_grammars_keep_keywords_apart_from_names(service, grammar, langu
         assert _syntax_error(language, text) and not accepts(text), text
 
 
+def test_a_python_line_ends_where_the_model_ends_it(service, smol_path, tmp_path):
+    """python_line allowed no newline, so a model that had finished its line was made to go on
+    to the token limit ('0  * len(xs)  + 1  * ...'): the line ends with its newline, which
+    `complete` drops (the file has one)."""
+    line = build("lark", grammars.path("python_line.lark").read_text(), service.model())
+    done = [e for e in service.generate(Request(prompt="import os\nx = ", max_tokens=24), constraint=line)][-1]
+    assert done.finish_reason == "stop" and done.text.endswith("\n") and done.text.count("\n") == 1, done
+    src = tmp_path / "a.py"
+    src.write_text("import os\nx = \n")
+    res = run_cli(
+        "complete",
+        str(src),
+        "-l",
+        "2",
+        "-c",
+        "5",
+        "--grammar",
+        "python_line",
+        "-n",
+        "24",
+        "--json",
+        "-m",
+        str(smol_path),
+    )
+    out = json.loads(res.stdout)
+    assert out["finish_reason"] == "stop" and out["text"] == done.text.rstrip("\n"), (out, done.text)
+
+
 def test_regex_constraint(service):
     c = build("regex", r"[0-9]{3}-[0-9]{4}", service.model())
     done = [e for e in service.generate(Request(prompt="Phone: ", max_tokens=12), constraint=c)][-1]
