@@ -73,8 +73,8 @@ class Draft:
     eog: int | None = None  # the end-of-generation token that finished it, counted as the others count it
     pending: bytes = b""  # the start of a character its last token left unfinished
 
-    def extend(self, run: Run, token: int, score: float) -> Draft:
-        child = Draft(self.tokens + [token], score, self.raw + run.model.piece(token))
+    def extend(self, run: Run, token: int, score: float, pending: bytes = b"") -> Draft:
+        child = Draft(self.tokens + [token], score, self.raw + run.model.piece(token), pending=pending)
         child.stops = self.stops.fork()  # every draft has its rules: the root's are the run's fork
         if self.constraint is not None:
             child.constraint = self.constraint.fork()
@@ -236,8 +236,7 @@ class Superposed(Strategy):
             considered += 1
             if len(new_alive) >= o.k:
                 continue
-            child = parent.extend(run, v, score)
-            child.pending = pending
+            child = parent.extend(run, v, score, pending)
             reason, end = child.stops.check(text_of(child.raw))
             if reason is not None:
                 child.finish, child.text = reason, text_of(child.raw)[:end]
