@@ -78,7 +78,7 @@ def default_corpus(workspace: str | Path | None = None) -> list[Path]:
                 ["git", "ls-files", "-z"], capture_output=True, timeout=20, check=True, cwd=root
             ).stdout.decode("utf-8", "replace")
             files = [Path(root) / f for f in out.split("\0") if f and Path(f).suffix in CODE_SUFFIXES]
-            files = [f for f in files if f.is_file()]
+            files = [f for f in files if _is_regular(f)]  # one it may not look at: not the whole repository lost
             if files:
                 return sorted(files)
         except (OSError, subprocess.SubprocessError):
@@ -113,13 +113,33 @@ def corpus_files(spec: str | None, workspace: str | Path | None = None) -> list[
     if p.is_file():
         return [p]
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in CODE_SUFFIXES)
+        files = _source_files(p)
         if files:
             return files
         raise UserError(f"no source files under {p}")
     if p.exists():
         raise UserError(f"corpus must be a file or a folder of source files: {p}")
     raise UserError(f"corpus not found: {p}")
+
+
+def _source_files(root: Path) -> list[Path]:
+    """Code files under a folder the user named, in a stable order. Hidden folders (.git,
+    .venv) and virtual environments are left out: a project's .venv sorted first and filled
+    the corpus's budget with installed packages before the project's own code. Folders and
+    files it may not read are skipped (one was a PermissionError traceback)."""
+    found = []
+    for folder, dirs, names in os.walk(root):  # unreadable folders: skipped (no onerror)
+        here = Path(folder)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not os.path.exists(here / d / "pyvenv.cfg")]
+        for name in names:
+            f = here / name
+            if f.suffix in CODE_SUFFIXES and _is_regular(f):
+                found.append(f)
+    return sorted(found)
+
+
+def _is_regular(path: Path) -> bool:
+    return os.path.isfile(path)  # False, not an error, where it may not be looked at
 
 
 def _hash_step(h: np.ndarray, tok: np.ndarray) -> np.ndarray:

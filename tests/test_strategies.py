@@ -776,6 +776,22 @@ def test_default_corpus_is_the_whole_git_repository_of_the_workspace(tmp_path):
     assert describe_corpus(expected) == f"{repo} (2 files)"
 
 
+def test_a_corpus_folder_leaves_out_environments_and_what_it_may_not_read(tmp_path):
+    """A project's .venv (or a venv without the dot) sorted before its code and filled the
+    corpus's budget with installed packages; a file it may not look at (here a link into
+    another process's /proc entry) was a PermissionError traceback."""
+    from assistant.ngrams import corpus_files
+
+    project = tmp_path / "project"
+    for folder in (".venv/lib", "venv/lib", ".git", "src"):
+        (project / folder).mkdir(parents=True)
+    (project / "venv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    for name in (".venv/lib/pkg.py", "venv/lib/pkg.py", ".git/hook.py", "src/app.py", "setup.py"):
+        (project / name).write_text("x = 1\n")
+    (project / "locked.py").symlink_to("/proc/1/cwd/locked.py")
+    assert corpus_files(str(project), None) == [project / "setup.py", project / "src" / "app.py"]
+
+
 def test_a_corpus_the_user_names_must_hold_source_files(tmp_path, monkeypatch):
     import assistant.ngrams
     from assistant.errors import UserError
