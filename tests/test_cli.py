@@ -218,6 +218,7 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, smol_path):
     assert "the file ends inside its header, at byte 4,096" in res.stderr  # not struct's words
     (tmp_path / "gone.gguf").symlink_to(tmp_path / "moved.gguf")
     os.mkfifo(tmp_path / "pipe.gguf")  # opening it to read the magic waited for a writer forever
+    (tmp_path / "locked.gguf").symlink_to("/proc/1/cwd/x.gguf")  # may not be looked at: a traceback
     missing = tmp_path / "no such folder"  # a typo in model_dirs is said, not an empty list
     res = run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": f"{tmp_path},{missing}"}, timeout=60)
     assert res.returncode == 0, res.stderr
@@ -227,6 +228,7 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, smol_path):
     assert link_error.endswith(f"is a link to {tmp_path / 'moved.gguf'}, which does not exist")
     assert rows[str(missing)]["error"] == f"model folder not found: {missing}"
     assert rows[str(tmp_path / "pipe.gguf")]["error"].startswith("model path is not a regular file")
+    assert rows[str(tmp_path / "locked.gguf")]["error"].startswith(("cannot read model file", "model file not found"))
     table = run_cli("models", env={"ASSISTANT_MODEL_DIRS": f"{tmp_path},{missing}", "COLUMNS": "60"}).stdout
     assert "unusable: model folder not found" in table and "Traceback" not in table
     folded = "".join(line.split("│")[2].strip() for line in table.splitlines() if line.count("│") == 3)

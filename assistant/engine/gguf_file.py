@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,13 +30,17 @@ _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "
 def check_gguf_path(path: str | os.PathLike) -> Path:
     """Return the path if it is a readable GGUF file, else raise ModelError with one clear line."""
     p = Path(path).expanduser()
-    if not p.exists():
+    try:
+        mode = p.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
         if p.is_symlink():
-            raise ModelError(f"model file not found: {p} is a link to {os.readlink(p)}, which does not exist")
-        raise ModelError(f"model file not found: {p}")
-    if p.is_dir():
+            raise ModelError(f"model file not found: {p} is a link to {os.readlink(p)}, which does not exist") from None
+        raise ModelError(f"model file not found: {p}") from None
+    except OSError as exc:  # a folder on the way it may not search: a traceback in `models`
+        raise ModelError(f"cannot read model file {p}: {reason(exc)}") from None
+    if stat.S_ISDIR(mode):
         raise ModelError(f"model path is a directory, not a GGUF file: {p}")
-    if not p.is_file():  # a FIFO would block the read below (a listing of a model folder hung)
+    if not stat.S_ISREG(mode):  # a FIFO would block the read below (a listing of a model folder hung)
         raise ModelError(f"model path is not a regular file (a pipe, socket or device): {p}")
     try:
         with p.open("rb") as fh:
