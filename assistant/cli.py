@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
 import threading
 import time
@@ -22,6 +23,7 @@ import typer
 from . import bundled
 from .config import Settings, load_settings
 from .errors import EngineError, Interrupted, UserError
+from .files import stat_of
 
 app = typer.Typer(
     name="assistant",
@@ -542,9 +544,15 @@ def models(
     candidates = [model] if model is not None else []
     for folder in map(Path, settings.model_dirs):
         folder = folder.expanduser()
-        if not folder.is_dir():  # a typo in model_dirs would otherwise list nothing, silently
-            why = "model folder not found" if not folder.exists() else "not a folder (model_dirs names folders)"
-            rows.append({"role": "", "path": str(folder), "error": f"{why}: {folder}"})
+        try:
+            st = stat_of(folder, "model folder")
+        except UserError as exc:
+            st, why = None, str(exc)
+        else:  # a typo in model_dirs would otherwise list nothing, silently
+            why = "model folder not found" if st is None else "not a folder (model_dirs names folders)"
+            why = f"{why}: {folder}"
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            rows.append({"role": "", "path": str(folder), "error": why})
             continue
         candidates.extend(sorted(folder.rglob("*.gguf")))
     for path in candidates:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import platformdirs
 
 from .errors import UserError, reason
+from .files import stat_of
 
 APP = "assistant"
 
@@ -113,9 +115,11 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     names = {f.name for f in dataclasses.fields(Settings)}
     values: dict[str, Any] = {}
     path = config_path()
-    if os.environ.get("ASSISTANT_CONFIG") and not path.is_file():  # named on purpose: a typo must not pass
+    st = stat_of(path, "config file")
+    is_file = st is not None and stat.S_ISREG(st.st_mode)
+    if os.environ.get("ASSISTANT_CONFIG") and not is_file:  # named on purpose: a typo must not pass
         raise UserError(f"ASSISTANT_CONFIG names {path}, which is not a file")
-    if path.is_file():
+    if is_file:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is no TOML
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:

@@ -10,6 +10,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import UserError, reason
+
+
+def stat_of(path: Path, what: str) -> os.stat_result | None:
+    """`path`'s stat, or None where nothing is there. Any other failure (a folder on the way it
+    may not search) is one line naming `what`: Path.exists() and is_file() raise it, and
+    a --grammar, --output or corpus path there was a PermissionError traceback."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {path}: {reason(exc)}") from None
+
 
 @contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 import sysconfig
@@ -26,7 +27,7 @@ import numpy as np
 
 from .config import cache_dir
 from .errors import UserError
-from .files import write_atomically
+from .files import stat_of, write_atomically
 
 CODE_SUFFIXES = {
     ".py",
@@ -110,14 +111,15 @@ def corpus_files(spec: str | None, workspace: str | Path | None = None) -> list[
     if spec == "stdlib":
         return stdlib_corpus()
     p = Path(spec).expanduser()
-    if p.is_file():
+    st = stat_of(p, "corpus")
+    if st is not None and stat.S_ISREG(st.st_mode):
         return [p]
-    if p.is_dir():
+    if st is not None and stat.S_ISDIR(st.st_mode):
         files = _source_files(p)
         if files:
             return files
         raise UserError(f"no source files under {p}")
-    if p.exists():
+    if st is not None:
         raise UserError(f"corpus must be a file or a folder of source files: {p}")
     raise UserError(f"corpus not found: {p}")
 

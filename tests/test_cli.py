@@ -206,6 +206,35 @@ def test_errors_are_one_line_exit_2(tmp_path, smol_path, args, message):
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
+LOCKED = "/proc/1/cwd/x"  # behind a folder this user may not search (another process's cwd)
+
+
+@pytest.mark.parametrize(
+    "args, env",
+    [
+        (["generate", "x", "--grammar", f"{LOCKED}.lark"], {}),
+        (["generate", "x", "--json-schema", f"{LOCKED}.json"], {}),
+        (["generate", "x", "-s", "superposed", "-o", f"corpus={LOCKED}.py"], {}),
+        (["eval", "humaneval", "--limit", "1", "--output", f"{LOCKED}.jsonl"], {}),
+        (["eval", "compare", f"{LOCKED}.jsonl", f"{LOCKED}.jsonl"], {}),
+        (["generate", "x"], {"ASSISTANT_CONFIG": f"{LOCKED}.toml"}),
+        (["generate", "x", "--model", f"{LOCKED}.gguf"], {}),
+    ],
+)
+def test_a_path_that_may_not_be_looked_at_is_one_line(smol_path, args, env):
+    """Path.exists() and is_file() raise PermissionError there: each was a traceback."""
+    try:
+        os.stat("/proc/1/cwd")
+    except PermissionError:
+        pass
+    else:
+        pytest.skip("this user may look into pid 1's working folder")
+    model = [] if "--model" in args or "compare" in args else ["-m", str(smol_path)]
+    res = run_cli(*args, *model, env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "cannot read" in res.stderr and "Permission denied" in res.stderr, res.stderr
+
+
 def test_truncated_gguf_is_a_clear_error(tmp_path, smol_path):
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(smol_path.read_bytes()[:4096])
@@ -220,13 +249,15 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, smol_path):
     os.mkfifo(tmp_path / "pipe.gguf")  # opening it to read the magic waited for a writer forever
     (tmp_path / "locked.gguf").symlink_to("/proc/1/cwd/x.gguf")  # may not be looked at: a traceback
     missing = tmp_path / "no such folder"  # a typo in model_dirs is said, not an empty list
-    res = run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": f"{tmp_path},{missing}"}, timeout=60)
+    dirs = f"{tmp_path},{missing},{LOCKED}"
+    res = run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": dirs}, timeout=60)
     assert res.returncode == 0, res.stderr
     rows = {r["path"]: r for r in json.loads(res.stdout)}
     assert "corrupt or truncated" in rows[str(broken)]["error"]
     link_error = rows[str(tmp_path / "gone.gguf")]["error"]
     assert link_error.endswith(f"is a link to {tmp_path / 'moved.gguf'}, which does not exist")
     assert rows[str(missing)]["error"] == f"model folder not found: {missing}"
+    assert rows[LOCKED]["error"].startswith(("cannot read model folder", "model folder not found")), rows[LOCKED]
     assert rows[str(tmp_path / "pipe.gguf")]["error"].startswith("model path is not a regular file")
     assert rows[str(tmp_path / "locked.gguf")]["error"].startswith(("cannot read model file", "model file not found"))
     table = run_cli("models", env={"ASSISTANT_MODEL_DIRS": f"{tmp_path},{missing}", "COLUMNS": "60"}).stdout

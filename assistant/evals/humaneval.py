@@ -22,6 +22,7 @@ from ..code_hash import source_hash, whole_package_files
 from ..config import data_dir
 from ..decoding import Request, Sampling
 from ..errors import Interrupted, UserError, reason
+from ..files import stat_of
 from ..sandbox import run_python
 
 
@@ -116,7 +117,7 @@ def read_results(out: Path) -> list[dict]:
 
 def _load_results(out: Path, tag: str) -> dict[str, dict]:
     """The finished problems of an earlier run of the same set-up, by task id."""
-    if not out.is_file():
+    if stat_of(out, "results file") is None:
         return {}
     records = read_results(out)
     if not records:
