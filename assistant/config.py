@@ -59,8 +59,19 @@ def data_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Per-user caches (decode prices, n-gram stores, vocabulary tables): losing them costs time."""
-    return _user_dir("ASSISTANT_CACHE_DIR", platformdirs.user_cache_path(APP), "cache")
+    """Per-user caches (decode prices, n-gram stores, vocabulary tables): losing them costs time,
+    so a folder that cannot be made stops nothing (a read-only HOME stopped every run): each
+    cache is made when saved and rebuilt where it cannot be; `cache_problem` says why."""
+    return Path(os.environ.get("ASSISTANT_CACHE_DIR") or platformdirs.user_cache_path(APP)).expanduser()
+
+
+def cache_problem() -> str | None:
+    """Why the cache folder cannot be made, for a warning; None where it can."""
+    try:
+        _user_dir("ASSISTANT_CACHE_DIR", cache_dir(), "cache")
+    except UserError as exc:
+        return str(exc)
+    return None
 
 
 def _user_dir(env: str, default: Path, what: str) -> Path:

