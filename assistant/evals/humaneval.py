@@ -13,6 +13,7 @@ import functools
 import hashlib
 import inspect
 import json
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -117,7 +118,8 @@ def read_results(out: Path) -> list[dict]:
 
 def _load_results(out: Path, tag: str) -> dict[str, dict]:
     """The finished problems of an earlier run of the same set-up, by task id."""
-    if stat_of(out, "results file") is None:
+    st = stat_of(out, "results file")
+    if st is None or not stat.S_ISREG(st.st_mode):  # /dev/full: written to, never read (endless)
         return {}
     records = read_results(out)
     if not records:
