@@ -11,6 +11,7 @@ pipes a program printing in a loop filled the caller's memory (300 MB of output:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -113,17 +114,19 @@ def run_python(
         out_path, err_path = os.path.join(tmp, ".stdout"), os.path.join(tmp, ".stderr")
         t0 = time.perf_counter()
         with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
-            proc = subprocess.Popen(
-                cmd,
-                cwd=tmp,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out_f,
-                stderr=err_f,
-                start_new_session=True,
-                preexec_fn=limit,
-            )
+            proc = None
             try:
+                with _ctrl_c_deferred():
+                    proc = subprocess.Popen(
+                        cmd,
+                        cwd=tmp,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_f,
+                        stderr=err_f,
+                        start_new_session=True,
+                        preexec_fn=limit,
+                    )
                 proc.wait(timeout=timeout)
                 status = "passed" if proc.returncode == 0 else "failed"
             except subprocess.TimeoutExpired:
@@ -131,11 +134,34 @@ def run_python(
                 proc.wait()
                 status = "timeout"
             finally:
-                _kill_group(proc.pid)  # stragglers the program forked
+                if proc is not None:  # stragglers the program forked; all of it on Ctrl-C
+                    _kill_group(proc.pid)
         (out, out_cut), (err, err_cut) = _tail(out_path), _tail(err_path)
         if out_cut or err_cut:  # Python then fails with EFBIG
             err = (err + f"\n[sandbox: output cut at {OUTPUT_LIMIT >> 20} MB]")[-TAIL_CHARS:]
         return SandboxResult(status, proc.returncode, time.perf_counter() - t0, out, err)
+
+
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Ctrl-C while the program's process is forked is acted on right after. Python ran the
+    handler inside a fork callback (logging's), which reported the KeyboardInterrupt as
+    "Exception ignored" and went on: one Ctrl-C in 100 left `eval humaneval` running to the
+    end. Here the handler only notes it; the one before runs once the fork is done."""
+    caught = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda _signum, frame: caught.append(frame))
+    except ValueError:  # not the main thread, where Python runs no handlers
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, caught[0])
+        elif caught and previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _task_limit() -> int | None:
