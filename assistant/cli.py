@@ -1035,8 +1035,15 @@ def _stdout_never_fails() -> None:
         reconfigure(errors="backslashreplace")
 
 
+def _terminate(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     _stdout_never_fails()
+    # SIGTERM (a timeout, systemd, a CI cancel) ends a command as Ctrl-C does: what was saved is
+    # said, a sandboxed program and its temp folder are cleaned up (they were left behind)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         _register_plugin_commands()  # imports every plugin: Ctrl-C may land there too
         app()

@@ -146,3 +146,21 @@ def test_ctrl_c_while_the_program_forks_is_not_lost():
     res = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip() == "0", (res.stdout, res.stderr[-2000:])
     assert "Exception ignored" not in res.stderr
+
+
+def test_the_program_dies_with_the_process_that_runs_it(tmp_path):
+    """Killed (SIGKILL, the OOM killer; before, also SIGTERM: a timeout, a CI cancel), the
+    runner's finally never runs: a program that sleeps outlived it, counting here forever."""
+    beat = tmp_path / "beat"
+    program = f"import time\nfor i in range(600):\n    open({str(beat)!r}, 'w').write(str(i))\n    time.sleep(0.05)\n"
+    runner = f"from assistant.sandbox import run_python\nrun_python({program!r}, timeout=60)\n"
+    proc = subprocess.Popen([sys.executable, "-c", runner])
+    deadline = time.monotonic() + 60
+    while not beat.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    time.sleep(0.5)
+    last = beat.read_text()
+    time.sleep(0.5)
+    assert beat.read_text() == last, "the program went on after its runner died"

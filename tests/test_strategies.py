@@ -928,6 +928,22 @@ def test_a_full_disk_while_eval_writes_is_one_line(smol_path):
     assert "cannot write the results file /dev/full: No space left on device" in res.stderr
 
 
+def test_sigterm_ends_eval_as_ctrl_c_does(tmp_path, smol_path):
+    """SIGTERM (a timeout, systemd, a CI cancel) killed `eval humaneval` where it stood: no
+    word of what was saved, and a running program and its temp folder left behind."""
+    out = tmp_path / "he.jsonl"
+    args = [sys.executable, "-m", "assistant", "eval", "humaneval", "--model", str(smol_path), "-n", "32"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+    proc = subprocess.Popen([*args, "--limit", "80", "--output", str(out)], stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 120
+    while not (out.exists() and out.read_text()) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    saved = len(out.read_text().splitlines())
+    assert proc.returncode == 130 and f"{saved} of 80 problems are saved in {out}" in err.decode(), err
+
+
 def test_ctrl_c_in_eval_says_what_was_saved(tmp_path, smol_path):
     """Ctrl-C during `eval humaneval`: the problems done are kept, the command says where and
     that running it again resumes (typer used to end it silently, exit 130)."""

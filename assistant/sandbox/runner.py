@@ -93,8 +93,15 @@ def run_python(
     cpu = int(cpu_seconds or max(1, int(timeout) + 1))
     tasks = _task_limit()
 
+    die_with_parent = _parent_death_signal()
+    parent = os.getpid()
+
     def limit() -> None:  # runs in the child before exec
         import resource
+
+        if die_with_parent is not None and die_with_parent(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+            if os.getppid() != parent:  # the parent died before the line above: nobody waits for this
+                os._exit(1)
 
         mem = memory_mb * 1024 * 1024
         if tasks is not None:
@@ -142,26 +149,50 @@ def run_python(
         return SandboxResult(status, proc.returncode, time.perf_counter() - t0, out, err)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+@lru_cache(maxsize=1)
+def _parent_death_signal():
+    """Linux's prctl, found before any fork: the program's first process gets SIGKILL when
+    this one dies, even by SIGKILL or the OOM killer (its finally never runs): a SIGTERM to
+    `eval humaneval` (a timeout, a CI cancel) left a sleeping program running on. With a PID
+    namespace that process is its `unshare`, whose child and namespace die with it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 @contextlib.contextmanager
 def _ctrl_c_deferred():
-    """Ctrl-C while the program's process is forked is acted on right after. Python ran the
-    handler inside a fork callback (logging's), which reported the KeyboardInterrupt as
-    "Exception ignored" and went on: one Ctrl-C in 100 left `eval humaneval` running to the
-    end. Here the handler only notes it; the one before runs once the fork is done."""
-    caught = []
+    """Ctrl-C (or SIGTERM) while the program's process is forked is acted on right after.
+    Python ran the handler inside a fork callback (logging's), which reported the
+    KeyboardInterrupt as "Exception ignored" and went on: one Ctrl-C in 100 left
+    `eval humaneval` running to the end. Here the handlers only note it; the ones before
+    run once the fork is done."""
+    caught: list[tuple[int, object]] = []
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGINT, lambda _signum, frame: caught.append(frame))
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, lambda number, frame: caught.append((number, frame)))
     except ValueError:  # not the main thread, where Python runs no handlers
-        yield
-        return
+        pass
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught and callable(previous):
-            previous(signal.SIGINT, caught[0])
-        elif caught and previous == signal.SIG_DFL:
-            signal.raise_signal(signal.SIGINT)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum, frame in caught[:1]:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def _task_limit() -> int | None:
