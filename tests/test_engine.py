@@ -313,21 +313,31 @@ def test_prompt_longer_than_context_is_a_clear_error(smol):
     ctx.close()
 
 
-def test_ctrl_c_inside_a_load_callback_stops_the_load_and_reaches_the_caller(smol_path):
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt  # what the CLI does on SIGTERM
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_inside_a_load_callback_stops_the_load_and_reaches_the_caller(smol_path, signum):
     """llama.cpp calls back into Python all through a load (progress, logging), and ctypes
     drops an exception raised in a callback: a Ctrl-C landing there was lost and the load went
-    on (and, in the CLI, the whole run)."""
+    on (and, in the CLI, the whole run). The same for SIGTERM (a timeout, a CI cancel)."""
     seen = []
 
     def progress(fraction):
         seen.append(fraction)
         if len(seen) == 1:  # the handler runs at the next Python code: inside a callback
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
 
-    with pytest.raises(KeyboardInterrupt):
-        Model(smol_path, progress=progress)
-    assert seen and max(seen) < 1.0  # stopped early, not loaded to the end
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    before = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Model(smol_path, progress=progress)
+        assert seen and max(seen) < 1.0  # stopped early, not loaded to the end
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is _interrupt
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def test_abort_cancels_a_decode_and_context_recovers(smol, smol_ctx):

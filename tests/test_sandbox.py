@@ -80,7 +80,7 @@ def test_an_unprivileged_user_gets_the_same_isolation():
     """`unshare --net` needs root; any other user needs a user namespace of its own
     (--map-root-user), which was never tried: for everyone but root the sandbox had network
     and no PID namespace. Checked as `nobody` (root can switch to it) with the system Python,
-    which that user can run, and the runner module alone (it needs nothing else). Such a user
+    which that user can run, and the runner with the one module it imports (`signals`). Such a user
     also gets a task limit (root is exempt from it in the kernel)."""
     import os
     import shutil
@@ -101,11 +101,17 @@ def test_an_unprivileged_user_gets_the_same_isolation():
     folder = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's own folders are closed to other users
     try:
         folder.chmod(0o755)
-        shutil.copy(runner.__file__, folder / "runner.py")
+        (folder / "pkg" / "sandbox").mkdir(parents=True)  # the runner and the one module it imports
+        for name in ("pkg/__init__.py", "pkg/sandbox/__init__.py"):
+            (folder / name).write_text("")
+        shutil.copy(runner.__file__, folder / "pkg" / "sandbox" / "runner.py")
+        shutil.copy(Path(runner.__file__).parents[1] / "signals.py", folder / "pkg" / "signals.py")
+        for path in folder.rglob("*"):
+            path.chmod(0o755)
         code = (
             "import sys\n"
             f"sys.path.insert(0, {str(folder)!r})\n"
-            "import runner\n"
+            "import pkg.sandbox.runner as runner\n"
             "print(runner.network_isolated(), runner.processes_contained())\n"
             "r = runner.run_python(\"import socket\\nsocket.create_connection(('127.0.0.1', 9), timeout=2)\")\n"
             "print(r.status, 'unreachable' in r.stderr or 'Errno 101' in r.stderr)\n"

@@ -5,20 +5,16 @@
   temporary one and crash the process).
 - `AbortFlag` gives llama.cpp an abort callback that never enters Python: llama.cpp calls it
   once per graph node, and a Python callback there would cost ~1 ms per token.
-- `interrupts_deferred` keeps a Ctrl-C that lands inside a Python callback (the log callback,
-  a load's progress callback) from being lost.
+- `assistant.signals.interrupts_deferred` keeps a Ctrl-C or SIGTERM that lands inside
+  a Python callback (the log callback, a load's progress callback) from being lost.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ctypes.util
 import os
-import signal
 import sys
-import threading
-from collections.abc import Callable, Iterator
 
 import llama_cpp
 
@@ -83,29 +79,6 @@ def _one_blas_thread() -> None:
     from threadpoolctl import threadpool_limits
 
     _state["blas_limits"] = threadpool_limits(limits=1, user_api="blas")
-
-
-@contextlib.contextmanager
-def interrupts_deferred() -> Iterator[Callable[[], bool]]:
-    """Around a llama.cpp call that calls back into Python many times (a model load, a context's
-    creation: both log through the Python log callback). A Ctrl-C is turned into an exception
-    by whatever Python code runs next, and ctypes prints and drops an exception raised in a
-    callback: the KeyboardInterrupt was lost and a load went on (then a whole run). Here
-    SIGINT only sets a flag (the yielded function reads it, so a progress callback can abort
-    the load), and the signal is raised again, to the handler there was, once the call
-    returns. Only the main thread receives signals, so elsewhere this does nothing."""
-    hit: list[int] = []
-    # a handler Python did not install (None) could not be put back
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
-        yield lambda: False
-        return
-    previous = signal.signal(signal.SIGINT, lambda signum, _frame: hit.append(signum))
-    try:
-        yield lambda: bool(hit)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if hit:
-            signal.raise_signal(signal.SIGINT)
 
 
 def raw(name: str, restype, argtypes):

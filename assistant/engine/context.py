@@ -22,6 +22,7 @@ import llama_cpp
 import numpy as np
 
 from ..errors import Cancelled, ContextOverflow, EngineError, UserError
+from ..signals import interrupts_deferred
 from . import _llama
 from .counters import Counters
 from .model import Model
@@ -236,7 +237,7 @@ class Context:
         self._abort = _llama.AbortFlag()
         params.abort_callback = self._abort.callback
         params.abort_callback_data = self._abort.data
-        with _llama.interrupts_deferred():
+        with interrupts_deferred():
             self._ptr = llama_cpp.llama_init_from_model(model._ptr, params)
         if not self._ptr:
             trained = f"; the model was trained on {model.n_ctx_train}" if model.n_ctx_train else ""

@@ -13,6 +13,7 @@ import llama_cpp
 import numpy as np
 
 from ..errors import ModelError
+from ..signals import interrupts_deferred
 from . import _llama
 from .embeddings import EmbeddingTable
 from .gguf_file import check_gguf_path
@@ -54,7 +55,7 @@ class Model:
         # a CPU-only build ignores the request: everything is in RAM (the KV check must know)
         self.n_gpu_layers = int(n_gpu_layers) if _llama.gpu_offload_supported() else 0
         self.rpc_servers = tuple(servers)
-        with _llama.interrupts_deferred() as interrupted:
+        with interrupts_deferred() as interrupted:
 
             def _progress(fraction, _data):  # False aborts the load: Ctrl-C need not wait for it
                 if progress is not None:

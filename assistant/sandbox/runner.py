@@ -11,7 +11,6 @@ pipes a program printing in a loop filled the caller's memory (300 MB of output:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -21,6 +20,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+
+from ..signals import interrupts_deferred
 
 OUTPUT_LIMIT = 64 << 20  # bytes a program may write to any one file, its output included
 TAIL_CHARS = 2000  # of stdout and stderr kept in a result
@@ -123,7 +124,7 @@ def run_python(
         with open(out_path, "wb") as out_f, open(err_path, "wb") as err_f:
             proc = None
             try:
-                with _ctrl_c_deferred():
+                with interrupts_deferred():  # Ctrl-C in logging's fork callback was lost
                     proc = subprocess.Popen(
                         cmd,
                         cwd=tmp,
@@ -166,33 +167,6 @@ def _parent_death_signal():
         return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
         return None
-
-
-@contextlib.contextmanager
-def _ctrl_c_deferred():
-    """Ctrl-C (or SIGTERM) while the program's process is forked is acted on right after.
-    Python ran the handler inside a fork callback (logging's), which reported the
-    KeyboardInterrupt as "Exception ignored" and went on: one Ctrl-C in 100 left
-    `eval humaneval` running to the end. Here the handlers only note it; the ones before
-    run once the fork is done."""
-    caught: list[tuple[int, object]] = []
-    previous = {}
-    try:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            previous[signum] = signal.signal(signum, lambda number, frame: caught.append((number, frame)))
-    except ValueError:  # not the main thread, where Python runs no handlers
-        pass
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum, frame in caught[:1]:
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)
 
 
 def _task_limit() -> int | None:
