@@ -229,25 +229,27 @@ def _emit_json(obj: Any) -> None:
 
 @contextlib.contextmanager
 def _ctrl_c_cancels(service):
-    """The first Ctrl-C cancels the run (it ends with its text so far, finish_reason
-    'cancelled', and the command exits 130); a second one interrupts at once."""
+    """The first Ctrl-C (or SIGTERM: a `timeout`) cancels the run (it ends with its text so
+    far, finish_reason 'cancelled', `--json` still prints, and the command exits 130); a
+    second one interrupts at once."""
     cancel = threading.Event()
 
-    def on_sigint(_signum, _frame):
+    def on_interrupt(_signum, _frame):
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
         service.cancel_all()  # also stops a decode under way (a long prompt, a lookahead)
 
     try:
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {signum: signal.signal(signum, on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave Ctrl-C as it is
         yield cancel
         return
     try:
         yield cancel
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _stream(

@@ -299,9 +299,11 @@ def test_bench_speed_json(smol_path):
     assert obj["engine_matches_raw"] is True  # same kernels, same greedy tokens
 
 
-def test_ctrl_c_ends_the_run_with_its_text_so_far(smol_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_ends_the_run_with_its_text_so_far(smol_path, signum):
     """The first Ctrl-C cancels: the text so far is kept (and --json still prints its object,
-    finish_reason 'cancelled'); the command exits 130 without a traceback."""
+    finish_reason 'cancelled'); the command exits 130 without a traceback. SIGTERM (a
+    `timeout`) does the same (it killed the command, --json printing nothing)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
     args = [sys.executable, "-m", "assistant", "generate", "1, 2, 3, 4, 5, 6,", "--model", str(smol_path)]
     args += ["--max-tokens", "3000", "--stop", "never-appears"]
@@ -309,7 +311,7 @@ def test_ctrl_c_ends_the_run_with_its_text_so_far(smol_path):
     plain = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     first = plain.stdout.read(8)  # generation is under way
     started = time.monotonic() - t0
-    plain.send_signal(signal.SIGINT)
+    plain.send_signal(signum)
     out, err = plain.communicate(timeout=60)
     assert plain.returncode == 130 and b"Traceback" not in err, err
     assert len(first + out) > 8
@@ -320,7 +322,7 @@ def test_ctrl_c_ends_the_run_with_its_text_so_far(smol_path):
     for attempt in range(3):
         as_json = subprocess.Popen([*args, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         time.sleep((started + 2) * 2**attempt)
-        as_json.send_signal(signal.SIGINT)
+        as_json.send_signal(signum)
         out, err = as_json.communicate(timeout=60)
         assert as_json.returncode == 130 and b"Traceback" not in err, err
         if out.strip() and json.loads(out)["text"]:
