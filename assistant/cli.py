@@ -24,6 +24,7 @@ from . import bundled
 from .config import Settings, cache_problem, load_settings
 from .errors import EngineError, Interrupted, UserError
 from .files import stat_of
+from .signals import INTERRUPTS
 
 app = typer.Typer(
     name="assistant",
@@ -241,7 +242,7 @@ def _ctrl_c_cancels(service):
         service.cancel_all()  # also stops a decode under way (a long prompt, a lookahead)
 
     try:
-        previous = {signum: signal.signal(signum, on_interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+        previous = {signum: signal.signal(signum, on_interrupt) for signum in INTERRUPTS}
     except ValueError:  # not the main thread: leave Ctrl-C as it is
         yield cancel
         return
