@@ -1,5 +1,6 @@
 """The sandbox really limits what generated code can do."""
 
+import os
 import subprocess
 import sys
 import time
@@ -170,3 +171,13 @@ def test_the_program_dies_with_the_process_that_runs_it(tmp_path):
     last = beat.read_text()
     time.sleep(0.5)
     assert beat.read_text() == last, "the program went on after its runner died"
+    # its temp folder, left behind (no finally ran), goes with the next runner's first program
+    import glob
+    import tempfile
+
+    left = glob.glob(f"{tempfile.gettempdir()}/assistant-sandbox-{proc.pid}-*")
+    assert len(left) == 1
+    mine = tempfile.mkdtemp(prefix=f"assistant-sandbox-{os.getpid()}-")  # a live runner's: kept
+    res = subprocess.run([sys.executable, "-c", "from assistant.sandbox import run_python; run_python('pass')"])
+    assert res.returncode == 0 and not os.path.exists(left[0]) and os.path.isdir(mine)
+    os.rmdir(mine)

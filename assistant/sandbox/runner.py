@@ -113,7 +113,8 @@ def run_python(
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    with tempfile.TemporaryDirectory(prefix="assistant-sandbox-") as tmp:
+    _remove_dead_runners_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{FOLDER_PREFIX}{os.getpid()}-") as tmp:
         script = os.path.join(tmp, "program.py")
         with open(script, "w", encoding="utf-8") as fh:
             fh.write(code)
@@ -148,6 +149,33 @@ def run_python(
         if out_cut or err_cut:  # Python then fails with EFBIG
             err = (err + f"\n[sandbox: output cut at {OUTPUT_LIMIT >> 20} MB]")[-TAIL_CHARS:]
         return SandboxResult(status, proc.returncode, time.perf_counter() - t0, out, err)
+
+
+FOLDER_PREFIX = "assistant-sandbox-"  # then the runner's pid: whose folder it is
+
+
+@lru_cache(maxsize=1)
+def _remove_dead_runners_folders() -> None:
+    """Once a process: the temp folders of runners that were killed outright (SIGKILL, the OOM
+    killer: no `finally` ran; their programs died with them), this user's, whose runner no
+    longer exists. A folder of a live runner, or of a pid now someone else's, is left."""
+    root = tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        pid = entry.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
+        if not (entry.name.startswith(FOLDER_PREFIX) and pid.isdigit()):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid() or not entry.is_dir(follow_symlinks=False):
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:  # alive (another user's pid now), or not ours to look at
+            continue
 
 
 _PR_SET_PDEATHSIG = 1
