@@ -348,6 +348,8 @@ def _prompt_text(arg: str) -> str:
     """The prompt argument, or standard input for '-', as text llama.cpp can take: bytes that are
     not UTF-8 (Python keeps them as lone surrogates) are a clear error, not a traceback."""
     if arg == "-":
+        if sys.stdin is None:  # started with stdin closed (`<&-`): Python has none to read
+            raise UserError("standard input is closed: nothing to read for the prompt '-'")
         data = sys.stdin.buffer.read()
         try:
             return data.decode("utf-8")
@@ -1033,6 +1035,8 @@ def _stdout_never_fails() -> None:
     """Text stdout's encoding cannot hold (a generated CJK comment under an ASCII or Latin-1
     locale, or a Windows file) is written as backslash escapes, as Python writes stderr,
     instead of ending the run in UnicodeEncodeError with the text lost."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`): the text goes nowhere, as asked
+        sys.stdout = open(os.devnull, "w")  # kept open for the whole process
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         reconfigure(errors="backslashreplace")

@@ -61,6 +61,24 @@ def test_text_stdout_cannot_encode_is_escaped_not_lost():
     assert "\\u" in res.stdout and res.stdout.isascii(), res.stdout  # the model wrote some
 
 
+def test_closed_standard_streams_are_no_traceback(smol_path):
+    """Started with stdin or stdout closed (a daemon, `<&-`, `>&-`), Python has None for them:
+    `generate -` and every printed token were AttributeError tracebacks."""
+    base = [sys.executable, "-m", "assistant", "generate", "-m", str(smol_path), "-n", "3"]
+    closed_in = subprocess.run(
+        [*base, "-"], stdin=subprocess.DEVNULL, capture_output=True, timeout=120, preexec_fn=lambda: os.close(0)
+    )
+    assert closed_in.returncode == 2 and b"standard input is closed" in closed_in.stderr, closed_in.stderr
+    closed_out = subprocess.run(
+        [*base, "def f("],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        timeout=120,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert closed_out.returncode == 0 and b"Traceback" not in closed_out.stderr, closed_out.stderr
+
+
 def test_a_prompt_that_is_not_utf8_is_a_clear_error(smol_path):
     """Bytes that are not UTF-8, piped in or in the argument, are named; they were a traceback."""
     cmd = [sys.executable, "-m", "assistant", "generate", "-", "-m", str(smol_path), "-n", "2"]
