@@ -1031,12 +1031,15 @@ def _register_plugin_commands() -> None:
         typer.echo(f"assistant: warning: plugin commands skipped: {exc}", err=True)
 
 
-def _stdout_never_fails() -> None:
-    """Text stdout's encoding cannot hold (a generated CJK comment under an ASCII or Latin-1
-    locale, or a Windows file) is written as backslash escapes, as Python writes stderr,
-    instead of ending the run in UnicodeEncodeError with the text lost."""
-    if sys.stdout is None:  # started with stdout closed (`>&-`): the text goes nowhere, as asked
-        sys.stdout = open(os.devnull, "w")  # kept open for the whole process
+def _usable_standard_streams() -> None:
+    """Started with stdout or stderr closed (a daemon, `>&-`), Python has None for them and the
+    first token or message was an AttributeError (with stderr closed, a silent exit 1): what
+    goes there goes nowhere, as asked. Text stdout's encoding cannot hold (a generated CJK
+    comment under an ASCII or Latin-1 locale, a file on Windows) is written as backslash
+    escapes, as Python writes stderr, instead of ending the run in UnicodeEncodeError."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # kept open for the whole process
     reconfigure = getattr(sys.stdout, "reconfigure", None)
     if reconfigure is not None:
         reconfigure(errors="backslashreplace")
@@ -1047,7 +1050,7 @@ def _terminate(_signum, _frame) -> None:
 
 
 def main() -> None:
-    _stdout_never_fails()
+    _usable_standard_streams()
     # SIGTERM (a timeout, systemd, a CI cancel) ends a command as Ctrl-C does: what was saved is
     # said, a sandboxed program and its temp folder are cleaned up (they were left behind)
     signal.signal(signal.SIGTERM, _terminate)

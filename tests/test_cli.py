@@ -62,8 +62,9 @@ def test_text_stdout_cannot_encode_is_escaped_not_lost():
 
 
 def test_closed_standard_streams_are_no_traceback(smol_path):
-    """Started with stdin or stdout closed (a daemon, `<&-`, `>&-`), Python has None for them:
-    `generate -` and every printed token were AttributeError tracebacks."""
+    """Started with stdin, stdout or stderr closed (a daemon, `<&-`, `>&-`), Python has None
+    for them: `generate -` and every printed token were AttributeError tracebacks, and with
+    stderr closed any error was a silent exit 1."""
     base = [sys.executable, "-m", "assistant", "generate", "-m", str(smol_path), "-n", "3"]
     closed_in = subprocess.run(
         [*base, "-"], stdin=subprocess.DEVNULL, capture_output=True, timeout=120, preexec_fn=lambda: os.close(0)
@@ -77,6 +78,10 @@ def test_closed_standard_streams_are_no_traceback(smol_path):
         preexec_fn=lambda: os.close(1),
     )
     assert closed_out.returncode == 0 and b"Traceback" not in closed_out.stderr, closed_out.stderr
+    closed_err = subprocess.run(
+        [*base, "-s", "nonesuch", "x"], capture_output=True, timeout=120, preexec_fn=lambda: os.close(2)
+    )
+    assert closed_err.returncode == 2, closed_err  # the error's status, its line gone as asked
 
 
 def test_a_prompt_that_is_not_utf8_is_a_clear_error(smol_path):
