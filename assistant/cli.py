@@ -11,7 +11,6 @@ import json
 import os
 import re
 import signal
-import stat
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ import typer
 from . import bundled
 from .config import Settings, cache_problem, load_settings
 from .errors import EngineError, Interrupted, UserError
-from .files import stat_of
+from .files import kind_of
 from .signals import INTERRUPTS
 
 app = typer.Typer(
@@ -137,11 +136,10 @@ def _service(settings: Settings, *, quiet: bool = False):
 def _warn_too_many_threads(threads: int | None) -> None:
     """More threads than CPUs makes llama.cpp's threads wait on each other: 64 threads on 2
     CPUs decoded 10x slower than 2, and nothing said why."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        cpus = os.cpu_count() or 0
-    if threads and cpus and threads > cpus:
+    from .engine import usable_cpus
+
+    cpus = len(usable_cpus())
+    if threads and threads > cpus:
         typer.echo(
             f"assistant: warning: {threads} threads on the {cpus} CPUs this process may use run slower than "
             f"{cpus} (llama.cpp's threads wait on each other); leave --threads out for one per physical core",
@@ -553,13 +551,13 @@ def models(
     for folder in map(Path, settings.model_dirs):
         folder = folder.expanduser()
         try:
-            st = stat_of(folder, "model folder")
+            kind = kind_of(folder, "model folder")
         except UserError as exc:
-            st, why = None, str(exc)
+            kind, why = None, str(exc)
         else:  # a typo in model_dirs would otherwise list nothing, silently
-            why = "model folder not found" if st is None else "not a folder (model_dirs names folders)"
+            why = "model folder not found" if kind is None else "not a folder (model_dirs names folders)"
             why = f"{why}: {folder}"
-        if st is None or not stat.S_ISDIR(st.st_mode):
+        if kind != "folder":
             rows.append({"role": "", "path": str(folder), "error": why})
             continue
         candidates.extend(sorted(folder.rglob("*.gguf")))
@@ -1045,15 +1043,11 @@ def _usable_standard_streams() -> None:
         reconfigure(errors="backslashreplace")
 
 
-def _terminate(_signum, _frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     _usable_standard_streams()
     # SIGTERM (a timeout, systemd, a CI cancel) ends a command as Ctrl-C does: what was saved is
     # said, a sandboxed program and its temp folder are cleaned up (they were left behind)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # it raises KeyboardInterrupt
     try:
         _register_plugin_commands()  # imports every plugin: Ctrl-C may land there too
         app()

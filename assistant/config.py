@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from typing import Any
 import platformdirs
 
 from .errors import UserError, reason
-from .files import stat_of
+from .files import kind_of
 
 APP = "assistant"
 
@@ -126,8 +125,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     names = {f.name for f in dataclasses.fields(Settings)}
     values: dict[str, Any] = {}
     path = config_path()
-    st = stat_of(path, "config file")
-    is_file = st is not None and stat.S_ISREG(st.st_mode)
+    is_file = kind_of(path, "config file") == "file"
     if os.environ.get("ASSISTANT_CONFIG") and not is_file:  # named on purpose: a typo must not pass
         raise UserError(f"ASSISTANT_CONFIG names {path}, which is not a file")
     if is_file:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,16 +14,18 @@ from typing import BinaryIO
 from .errors import UserError, reason
 
 
-def stat_of(path: Path, what: str) -> os.stat_result | None:
-    """`path`'s stat, or None where nothing is there. Any other failure (a folder on the way it
-    may not search) is one line naming `what`: Path.exists() and is_file() raise it, and
-    a --grammar, --output or corpus path there was a PermissionError traceback."""
+def kind_of(path: Path, what: str) -> str | None:
+    """What is at `path`: "file", "folder", "other" (a pipe, a socket, a device) or None where
+    nothing is. Any other failure (a folder on the way it may not search) is one line naming
+    `what`: Path.exists() and is_file() raise it, and a --grammar, --output or corpus path
+    there was a PermissionError traceback."""
     try:
-        return path.stat()
+        mode = path.stat().st_mode
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
         raise UserError(f"cannot read {what} {path}: {reason(exc)}") from None
+    return "file" if stat.S_ISREG(mode) else "folder" if stat.S_ISDIR(mode) else "other"
 
 
 @contextlib.contextmanager

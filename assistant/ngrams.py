@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import subprocess
 import sys
 import sysconfig
@@ -27,7 +26,7 @@ import numpy as np
 
 from .config import cache_dir
 from .errors import UserError
-from .files import stat_of, write_atomically
+from .files import kind_of, write_atomically
 
 CODE_SUFFIXES = {
     ".py",
@@ -111,15 +110,15 @@ def corpus_files(spec: str | None, workspace: str | Path | None = None) -> list[
     if spec == "stdlib":
         return stdlib_corpus()
     p = Path(spec).expanduser()
-    st = stat_of(p, "corpus")
-    if st is not None and stat.S_ISREG(st.st_mode):
+    kind = kind_of(p, "corpus")
+    if kind == "file":
         return [p]
-    if st is not None and stat.S_ISDIR(st.st_mode):
+    if kind == "folder":
         files = _source_files(p)
         if files:
             return files
         raise UserError(f"no source files under {p}")
-    if st is not None:
+    if kind is not None:
         raise UserError(f"corpus must be a file or a folder of source files: {p}")
     raise UserError(f"corpus not found: {p}")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError, reason
-from ..files import stat_of
+from ..files import kind_of
 
 KINDS = ("lark", "regex", "json-schema")
 
@@ -133,7 +133,7 @@ def read_source(kind: str, path: str | Path) -> str:
     """The text of a grammar or schema file (a path, or the name of a shipped one), with a
     clear error when it cannot be read."""
     p = Path(path).expanduser()
-    if stat_of(p, f"{_WHAT[kind]} file") is None:
+    if kind_of(p, f"{_WHAT[kind]} file") is None:
         p = shipped(kind, str(path)) or p
     try:
         return p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no grammar

@@ -5,7 +5,7 @@
 # CUDA 13), even with no layer offloaded; loaded first, it ran every strategy there.
 from . import _llama  # noqa: F401  (isort keeps it first)
 from ._llama import build_info, gpu_offload_supported
-from .context import Context, Sequence, common_prefix, default_threads, physical_memory
+from .context import Context, Sequence, common_prefix, default_threads, physical_memory, usable_cpus
 from .counters import Counters
 from .gguf_file import GGUFInfo, check_gguf_path, read_info
 from .model import FimTokens, Model
@@ -26,4 +26,5 @@ __all__ = [
     "gpu_offload_supported",
     "physical_memory",
     "read_info",
+    "usable_cpus",
 ]

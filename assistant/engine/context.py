@@ -40,14 +40,19 @@ PRICE_PROGRESS = "timing decode prices (once a week)"  # the label `progress` he
 Progress = Callable[[str, int, int], None]  # (label, done, total), as `Run.progress`
 
 
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity: a container's or `taskset`'s share)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return list(range(os.cpu_count() or 1))
+
+
 def default_threads(sysfs: Path = Path("/sys/devices/system/cpu")) -> int:
     """One thread per physical core this process may use, as llama.cpp's own default: a
     second hardware thread on a core shares its memory bandwidth and vector units, and on a
     decode (memory-bound) mostly adds waiting. Every usable CPU where sysfs does not say."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    cpus = usable_cpus()
     cores = set()
     for cpu in cpus:
         try:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import mmap
 import os
-import stat
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import ModelError, reason
+from ..errors import ModelError, UserError, reason
+from ..files import kind_of
 
 GGUF_MAGIC = b"GGUF"
 FIM_KEYS = ("tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id")
@@ -31,16 +31,16 @@ def check_gguf_path(path: str | os.PathLike) -> Path:
     """Return the path if it is a readable GGUF file, else raise ModelError with one clear line."""
     p = Path(path).expanduser()
     try:
-        mode = p.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
+        kind = kind_of(p, "model file")
+    except UserError as exc:  # a folder on the way it may not search: a traceback in `models`
+        raise ModelError(str(exc)) from None
+    if kind is None:
         if p.is_symlink():
-            raise ModelError(f"model file not found: {p} is a link to {os.readlink(p)}, which does not exist") from None
-        raise ModelError(f"model file not found: {p}") from None
-    except OSError as exc:  # a folder on the way it may not search: a traceback in `models`
-        raise ModelError(f"cannot read model file {p}: {reason(exc)}") from None
-    if stat.S_ISDIR(mode):
+            raise ModelError(f"model file not found: {p} is a link to {os.readlink(p)}, which does not exist")
+        raise ModelError(f"model file not found: {p}")
+    if kind == "folder":
         raise ModelError(f"model path is a directory, not a GGUF file: {p}")
-    if not stat.S_ISREG(mode):  # a FIFO would block the read below (a listing of a model folder hung)
+    if kind == "other":  # a FIFO would block the read below (a listing of a model folder hung)
         raise ModelError(f"model path is not a regular file (a pipe, socket or device): {p}")
     try:
         with p.open("rb") as fh:

@@ -8,12 +8,11 @@ problems), so "strategy X must not lose to greedy" can be judged on evidence.
 
 from __future__ import annotations
 
-import stat
 from math import comb
 from pathlib import Path
 
 from ..errors import UserError
-from ..files import stat_of
+from ..files import kind_of
 from .humaneval import model_of_tag, read_results, strategy_of_tag
 
 
@@ -50,8 +49,7 @@ def compare_results(a: Path, b: Path) -> dict:
     """Pair two results files on the problems both hold; see the module docstring."""
     runs = []
     for path in (Path(a), Path(b)):
-        st = stat_of(path, "results file")
-        if st is None or not stat.S_ISREG(st.st_mode):
+        if kind_of(path, "results file") != "file":
             raise UserError(f"no results file at {path}")
         records = read_results(path)
         if not records:

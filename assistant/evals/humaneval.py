@@ -13,7 +13,6 @@ import functools
 import hashlib
 import inspect
 import json
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +22,7 @@ from ..code_hash import source_hash, whole_package_files
 from ..config import data_dir
 from ..decoding import Request, Sampling
 from ..errors import Interrupted, UserError, reason
-from ..files import stat_of
+from ..files import kind_of
 from ..sandbox import run_python
 
 
@@ -118,8 +117,7 @@ def read_results(out: Path) -> list[dict]:
 
 def _load_results(out: Path, tag: str) -> dict[str, dict]:
     """The finished problems of an earlier run of the same set-up, by task id."""
-    st = stat_of(out, "results file")
-    if st is None or not stat.S_ISREG(st.st_mode):  # /dev/full: written to, never read (endless)
+    if kind_of(out, "results file") != "file":  # /dev/full: written to, never read (endless)
         return {}
     records = read_results(out)
     if not records:
