@@ -54,6 +54,22 @@ def test_sample_is_seeded(service):
     assert len({tuple(run(s)) for s in range(4)}) > 1
 
 
+def test_an_unseeded_sample_reports_the_seed_that_makes_it_again(service):
+    """Without --seed a sampled run could not be made again: the seed it drew is in its stats
+    (only where chance chose tokens: greedy has none to report)."""
+
+    def run(seed=None, strategy="sample"):
+        sampling = Sampling(temperature=1.5, seed=seed)
+        return collect(service, Request(prompt="import", max_tokens=12, strategy=strategy, sampling=sampling))[0]
+
+    drawn = [run() for _ in range(3)]
+    seeds = [d.stats["seed"] for d in drawn]
+    assert len(set(seeds)) == 3 and all(isinstance(s, int) and s >= 0 for s in seeds)
+    assert all(run(d.stats["seed"]).tokens == d.tokens for d in drawn)
+    assert run(5).stats["seed"] == 5
+    assert "seed" not in run(strategy="greedy").stats
+
+
 def test_max_tokens_and_stop_strings(service):
     done, _ = collect(service, Request(prompt="for i in range(10):\n", max_tokens=5))
     assert len(done.tokens) == 5 and done.finish_reason == "length"

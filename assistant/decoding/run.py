@@ -9,6 +9,7 @@ event to stream. Keeping these here means every strategy stops the same way.
 from __future__ import annotations
 
 import codecs
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -56,7 +57,7 @@ class Run:
         self.constraint = constraint
         self.cancel = cancel or threading.Event()
         self.stops = StopRules(request, guard)
-        self.rng = np.random.default_rng(request.sampling.seed)
+        self._rng: np.random.Generator | None = None
         self.seq = sequence
         self.tokens: list[int] = []
         self.text = ""
@@ -70,6 +71,16 @@ class Run:
         self.notes: list[str] = []  # things the user should know (e.g. a default was used)
         self.extra_stats: dict = {}  # strategy-specific figures reported in Done.stats
         self.progress = progress  # (label, done, total) for long preparation work; set by interfaces
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The run's random numbers, from the request's seed or, where it gives none, a fresh
+        one that `stats` reports: a sampled run worth keeping can then be made again."""
+        if self._rng is None:
+            seed = self.request.sampling.seed
+            self.seed = secrets.randbits(63) if seed is None else seed
+            self._rng = np.random.default_rng(self.seed)
+        return self._rng
 
     # -- engine steps -----------------------------------------------------------------------
     def start(self) -> np.ndarray | None:
@@ -206,6 +217,7 @@ class Run:
             "tokens_per_second": round(n / gen_s, 3) if n else 0.0,
             "decode_tokens_per_second": round(decode_rate, 3),
             **work,
+            **({"seed": self.seed} if self._rng is not None else {}),  # only where chance chose tokens
             **self.extra_stats,
             **({"notes": list(self.notes)} if self.notes else {}),
         }
