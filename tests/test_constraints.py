@@ -160,10 +160,33 @@ def test_a_match_cut_by_the_token_limit_is_said_to_be_incomplete(service):
     assert re.fullmatch(r"[0-9]{3}", whole.text) and "notes" not in whole.stats, whole
 
 
+def test_a_match_that_cannot_go_on_or_was_stopped_is_said_to_be_incomplete(service):
+    """A grammar with a rule no text matches let the run end mid-match as if it were whole
+    (llguidance then allows only the end: `def`, finish 'stop', no word); a stop string
+    cutting a match was as silent. Both now say the text is incomplete; a whole match does not."""
+    model = service.model()
+
+    def run(constraint, **kw):
+        return [e for e in service.generate(Request(prompt="x = ", max_tokens=10, **kw), constraint=constraint)][-1]
+
+    dead = run(build("lark", 'start: "def" b\nb: /[^\\s\\S]/\n', model, origin="dead.lark"))
+    assert dead.text == "def" and dead.finish_reason == "stop"
+    assert dead.stats["notes"] == [
+        "the text ended before the grammar in dead.lark was matched: "
+        "nothing can follow it (a rule no text matches?); the text is incomplete"
+    ]
+    cut = run(build("regex", "[0-9]+x", model, origin="--regex"), stop=["0"])
+    assert re.fullmatch("[1-9]+", cut.text) and any("a stop ended it" in n for n in cut.stats["notes"]), cut
+    whole = run(build("regex", "[0-9]+", model), stop=["0"])
+    assert re.fullmatch("[1-9]+", whole.text) and "notes" not in whole.stats, whole
+    assert not build("lark", 'start: "a" | b\nb: /[^\\s\\S]/\n', model).dead_end()  # a dead branch beside a live one
+
+
 @pytest.mark.parametrize(
     "kind, source, message",
     [
         ("lark", "start: foo", "unknown name"),
+        ("regex", r"[^\s\S]x", "the regex matches no text at all"),  # was an empty text, finish 'stop'
         ("lark", 'start: "a" (', "invalid grammar"),
         ("regex", "[a-", "unclosed character class"),
         ("json-schema", '{"type": "bogus"}', "bogus"),

@@ -49,6 +49,11 @@ class GrammarConstraint:
     def complete(self) -> bool:
         return self.matcher.is_accepting()
 
+    def dead_end(self) -> bool:
+        """No token can follow (the grammar has a rule no text matches): llguidance then allows
+        only the end, and the text would end as if it matched."""
+        return self.matcher.is_error()
+
 
 _GBNF_RULE = re.compile(r"(?m)^\s*[A-Za-z][\w-]*\s*::=")
 
@@ -103,7 +108,11 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
     matcher = llguidance.LLMatcher(tokenizer, grammar)
     if matcher.is_error():
         raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher.get_error()}")
-    return GrammarConstraint(matcher, model.n_vocab, f"{_WHAT.get(kind, kind)}{where}")
+    constraint = GrammarConstraint(matcher, model.n_vocab, f"{_WHAT.get(kind, kind)}{where}")
+    constraint.allowed()  # the first mask: a grammar that matches no text is dead before it starts
+    if constraint.dead_end():
+        raise ConstraintError(f"the {_WHAT.get(kind, kind)}{where} matches no text at all")
+    return constraint
 
 
 def _suffixes(kind: str) -> tuple[str, ...]:

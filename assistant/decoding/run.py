@@ -228,11 +228,21 @@ class Run:
         if self.finish_reason == "no_valid_infill":  # said once, however many attempts a strategy made
             self.notes.append("no stop was found where the code around the cursor parses: nothing to insert")
         complete = getattr(self.constraint, "complete", None)  # a plugin's constraint may not say
-        if self.finish_reason == "length" and complete is not None and not complete():
+        unmatched = complete is not None and not complete()
+        what = getattr(self.constraint, "description", "constraint")
+        if self.finish_reason == "length" and unmatched:
             self.notes.append(  # a JSON object cut mid-way looks like output; say it is not
-                f"the token limit came before the {getattr(self.constraint, 'description', 'constraint')} "
-                "was matched: the text is incomplete; raise the limit (--max-tokens)"
+                f"the token limit came before the {what} was matched: "
+                "the text is incomplete; raise the limit (--max-tokens)"
             )
+        if self.finish_reason == "stop" and unmatched:  # it ended as if the match were whole: say it is not
+            stuck = getattr(self.constraint, "dead_end", None)
+            why = (
+                "nothing can follow it (a rule no text matches?)"
+                if stuck is not None and stuck()
+                else "a stop ended it"
+            )
+            self.notes.append(f"the text ended before the {what} was matched: {why}; the text is incomplete")
         if self.finish_reason == "length" and len(self.tokens) < self._max_tokens:  # the context ended it
             self.notes.append(  # no count in it, as below
                 f"the context ({self.context.n_ctx} tokens) filled before the token limit ({self._max_tokens}): "
