@@ -342,19 +342,23 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([ntr\\])", lambda m: _ESCAPES[m.group(1)], text)
 
 
+def _stdin_text(what: str) -> str:
+    """Standard input as UTF-8 text, less a byte-order mark (no text: a Windows file piped in);
+    other bytes are a clear error, not a traceback. Line ends are kept as sent."""
+    if sys.stdin is None:  # started with stdin closed (`<&-`): Python has none to read
+        raise UserError(f"standard input is closed: nothing to read for {what}")
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"standard input is not UTF-8 text (byte {e.start}: {data[e.start : e.start + 1]!r})") from None
+
+
 def _prompt_text(arg: str) -> str:
     """The prompt argument, or standard input for '-', as text llama.cpp can take: bytes that are
     not UTF-8 (Python keeps them as lone surrogates) are a clear error, not a traceback."""
     if arg == "-":
-        if sys.stdin is None:  # started with stdin closed (`<&-`): Python has none to read
-            raise UserError("standard input is closed: nothing to read for the prompt '-'")
-        data = sys.stdin.buffer.read()
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(
-                f"standard input is not UTF-8 text (byte {e.start}: {data[e.start : e.start + 1]!r})"
-            ) from None
+        return _stdin_text("the prompt '-'")
     try:
         arg.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -444,7 +448,7 @@ def generate(
 
 @app.command()
 def complete(
-    file: Annotated[Path, typer.Argument(help="Source file to complete in.")],
+    file: Annotated[Path, typer.Argument(help="Source file to complete in, or - to read it from stdin.")],
     line: Annotated[int, typer.Option("--line", "-l", help="Cursor line, 1-based.")],
     column: Annotated[int, typer.Option("--column", "-c", help="Cursor column, 1-based (cursor is before it).")],
     strategy: StrategyOpt = None,
@@ -467,6 +471,14 @@ def complete(
     syntax_valid: Annotated[
         bool, typer.Option("--syntax-valid", help="Only stop where the whole file parses (any strategy).")
     ] = False,
+    stdin_filename: Annotated[
+        Path | None,
+        typer.Option(
+            "--stdin-filename",
+            help="With FILE -: the path of the text read from stdin (an editor's unsaved buffer): "
+            "its language and project folder (without it: a #! line's language, else Python, and no project).",
+        ),
+    ] = None,
     model: ModelOpt = None,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
@@ -474,14 +486,20 @@ def complete(
     as_json: JsonOpt = False,
 ):
     """Infill at a cursor in FILE and print only the inserted text."""
-    from .context.cursor import split_at_cursor
+    from .context.cursor import read_source, split_at_cursor
     from .context.syntax import language_of
 
-    prefix, suffix, newline = split_at_cursor(file, line, column)
+    if str(file) == "-":  # an editor's buffer, unsaved: its text comes on stdin, its name may be given
+        raw, where, named = _stdin_text("the file '-'"), "standard input", stdin_filename
+    elif stdin_filename is not None:
+        raise UserError("--stdin-filename names the text read from stdin: give FILE as -")
+    else:
+        raw, where, named = read_source(file), str(file), file
+    prefix, suffix, newline = split_at_cursor(raw, line, column, where)
     if n_indent is None:  # the block the cursor is in: a completion ends where it does
         current = prefix[prefix.rfind("\n") + 1 :] + suffix.split("\n", 1)[0]
         n_indent = len(current) - len(current.lstrip(" \t"))
-    language = language_of(file, (prefix + suffix).split("\n", 1)[0])
+    language = language_of(named, (prefix + suffix).split("\n", 1)[0])
     settings = _settings(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     service = _service(settings, quiet=as_json)
     request = _request(
@@ -497,8 +515,8 @@ def complete(
         n_indent=n_indent,
         syntax_valid=syntax_valid,
         language=language,
-        filename=file.name,
-        workspace=str(file.resolve().parent),
+        filename=named.name if named else None,
+        workspace=str(named.resolve().parent) if named else None,  # no name, no project to learn from
     )
     _note_unused_temperature(service, request.strategy, temperature)
     _stream(

@@ -129,6 +129,29 @@ def test_complete_at_cursor(tmp_path, smol_path):
     assert len(set(drafts["texts"])) == 3  # alternatives to insert are distinct texts
 
 
+def test_complete_reads_an_unsaved_buffer_from_stdin(tmp_path, smol_path):
+    """An editor's buffer is often unsaved: `complete -` reads it from stdin (as `black -`,
+    `ruff --stdin-filename`), and `--stdin-filename` gives its language and project; it was
+    'file not found: -'."""
+    js = "function add(a, b) {\n  return \n}\n"
+    (tmp_path / "add.js").write_text(js)
+    args = ["-l", "2", "-c", "10", "-n", "8", "-m", str(smol_path), "--json"]
+    saved = json.loads(run_cli("complete", str(tmp_path / "add.js"), *args).stdout)
+    piped = run_cli("complete", "-", "--stdin-filename", str(tmp_path / "add.js"), *args, input=js)
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["text"] == saved["text"] and saved["text"], (piped.stdout, saved)
+    # the name says the language: a syntax check of JavaScript, not of Python (which this fails)
+    guarded = [*args, "--syntax-valid", "--n-indent", "0", "-n", "24"]
+    js_guarded = json.loads(run_cli("complete", "-", "--stdin-filename", "src/add.js", *guarded, input=js).stdout)
+    assert js_guarded["finish_reason"] == "stop" and js_guarded["text"], js_guarded
+    unnamed = json.loads(run_cli("complete", "-", *guarded, input=js).stdout)  # no name: Python's checks
+    assert unnamed["finish_reason"] == "no_valid_infill" and unnamed["file"] == "-", unnamed
+    stray = run_cli("complete", str(tmp_path / "add.js"), "--stdin-filename", "a.js", *args)
+    assert stray.returncode == 2 and "give FILE as -" in stray.stderr
+    outside = run_cli("complete", "-", "-l", "9", "-c", "1", "-m", str(smol_path), input=js)
+    assert outside.returncode == 2 and "--line 9 is outside standard input (1..4)" in outside.stderr
+
+
 def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
     """The model sees "\n" line ends either way; the text to insert uses the file's own."""
     unix = 'def f(x):\n    """Twice x."""\n    return \n\nprint(f(1))\n'
@@ -165,11 +188,11 @@ def test_complete_stops_at_the_end_of_the_cursors_block_by_default(tmp_path):
 def test_a_byte_order_mark_is_no_text(tmp_path):
     """Windows editors may save UTF-8 with a BOM: it took a column on line 1 and a token in the
     prompt; now the cursor and the prompt are the file's text alone."""
-    from assistant.context.cursor import split_at_cursor
+    from assistant.context.cursor import read_source, split_at_cursor
 
     src = tmp_path / "bom.py"
     src.write_bytes(b"\xef\xbb\xbfdef add(a, b):\n    return \n")
-    assert split_at_cursor(src, 1, 4) == ("def", " add(a, b):\n    return \n", "\n")
+    assert split_at_cursor(read_source(src), 1, 4, "bom.py") == ("def", " add(a, b):\n    return \n", "\n")
     # files a user writes by hand: a config file, infill cases, a grammar (each was refused)
     from assistant.config import load_settings
     from assistant.constraints import read_source

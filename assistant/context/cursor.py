@@ -7,13 +7,12 @@ from pathlib import Path
 from ..errors import UserError, reason
 
 
-def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str, str]:
-    """(prefix, suffix, newline): the text with "\n" line ends, as models mostly saw code, and
-    the file's own line end ("\r\n" in a Windows file), which the inserted text must use. A
-    byte-order mark is no text: editors count no column for it, and the model never sees it."""
+def read_source(path: Path) -> str:
+    """A source file's text as saved: line ends kept (`split_at_cursor` needs them), a
+    byte-order mark dropped (editors count no column for it, and the model never sees it)."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            raw = f.read()
+            return f.read()
     except FileNotFoundError:
         raise UserError(f"file not found: {path}") from None
     except IsADirectoryError:
@@ -22,11 +21,17 @@ def split_at_cursor(path: Path, line: int, column: int) -> tuple[str, str, str]:
         raise UserError(f"not a UTF-8 text file: {path}") from None
     except OSError as exc:
         raise UserError(f"cannot read {path}: {reason(exc)}") from None
+
+
+def split_at_cursor(raw: str, line: int, column: int, where: str) -> tuple[str, str, str]:
+    """(prefix, suffix, newline) of the text `raw` (named `where` in errors): the text with "\n"
+    line ends, as models mostly saw code, and its own line end ("\r\n" in a Windows file),
+    which the inserted text must use."""
     newline = "\r\n" if raw.count("\r\n") * 2 > raw.count("\n") else "\n"
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")  # a trailing newline gives an empty last line: the cursor may go there
     if not 1 <= line <= len(lines):
-        raise UserError(f"--line {line} is outside {path} (1..{len(lines)})")
+        raise UserError(f"--line {line} is outside {where} (1..{len(lines)})")
     current = lines[line - 1]
     if not 1 <= column <= len(current) + 1:
         raise UserError(f"--column {column} is outside line {line} (1..{len(current) + 1})")
