@@ -88,20 +88,31 @@ def test_shipped_grammars_keep_keywords_apart_from_names(service, grammar, langu
     """The lexer takes whatever lexeme fits where it is, so a keyword ran into the name after
     it ("SELECTid", "a andb"): text the grammar took that SQL or Python refuses."""
     source, model = grammars.path(grammar).read_text(), service.model()
-
-    def accepts(text: str) -> bool:
-        c = build("lark", source, model)
-        for token in model.tokenize(text):
-            allowed = c.allowed()
-            if allowed is not None and not allowed[token]:
-                return False
-            c.advance(token)
-        return c.complete()
-
     for text in valid:
-        assert accepts(text) and not _syntax_error(language, text), text
+        assert _accepts(source, model, text) and not _syntax_error(language, text), text
     for text in glued:
-        assert _syntax_error(language, text) and not accepts(text), text
+        assert _syntax_error(language, text) and not _accepts(source, model, text), text
+
+
+def _accepts(source: str, model, text: str) -> bool:
+    """Whether the Lark grammar `source` lets the model write `text` whole."""
+    c = build("lark", source, model)
+    for token in model.tokenize(text):
+        allowed = c.allowed()
+        if allowed is not None and not allowed[token]:
+            return False
+        c.advance(token)
+    return c.complete()
+
+
+def test_sql_keywords_are_in_one_case(service):
+    """Keywords took any mix of cases, and a constrained model wrote `sElEcT`, one likely
+    token at a time; capitals, lower case and capitalised remain."""
+    source, model = grammars.path("sql_select.lark").read_text(), service.model()
+    for text in ("SELECT a FROM t WHERE b IS NULL", "select a from t where b is null", "Select a From t"):
+        assert _accepts(source, model, text), text
+    for text in ("sElEcT a FROM t", "SELECT a fROM t", "SELECT a FROM t WHERE b iS NULL"):
+        assert not _accepts(source, model, text), text
 
 
 def test_a_python_line_ends_where_the_model_ends_it(service, smol_path, tmp_path):
