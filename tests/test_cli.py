@@ -454,7 +454,7 @@ def test_a_model_larger_than_memory_is_warned_of(tmp_path):
 def test_progress_of_a_long_job_in_a_log_is_lines(tmp_path, smol_path):
     """stderr to a file (a job under nohup): rich wrote its bar once, at the end; now a line at
     the start, at most one each 30 s, and one at the end."""
-    from assistant.cli import _ProgressLines
+    from assistant.cli.progress import ProgressLines
 
     out = tmp_path / "he.jsonl"
     res = run_cli("eval", "humaneval", "-m", str(smol_path), "--limit", "2", "-n", "4", "--output", str(out))
@@ -466,7 +466,7 @@ def test_progress_of_a_long_job_in_a_log_is_lines(tmp_path, smol_path):
     said = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("typer.echo", lambda text, err=False: said.append(text))
-        progress = _ProgressLines("job", every=30.0, clock=lambda: now[0])
+        progress = ProgressLines("job", every=30.0, clock=lambda: now[0])
         for done, t in ((0, 0), (1, 10), (2, 31), (3, 40), (3, 41), (4, 45)):
             now[0] = t
             progress(done, 4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -12,9 +13,12 @@ from conftest import ROOT
 
 
 def test_wheel_installs_into_fresh_venv_and_imports(tmp_path):
-    dist = tmp_path / "dist"
+    dist, src = tmp_path / "dist", tmp_path / "src"
+    # from a copy without build/: setuptools puts whatever an earlier build left there in the
+    # wheel (a module since moved, or a package the list no longer names, seemed shipped)
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns("build", "*.egg-info", ".*", "__pycache__"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)],
         check=True,
         capture_output=True,
     )
@@ -26,7 +30,7 @@ def test_wheel_installs_into_fresh_venv_and_imports(tmp_path):
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True, capture_output=True)
     script = (
         "import assistant, assistant.plugins, assistant.tui, assistant.grammars, assistant.engine\n"
-        "import assistant.plugins.greedy, assistant.plugins.sample\n"
+        "import assistant.plugins.greedy, assistant.plugins.sample, assistant.cli\n"
         "from importlib.metadata import entry_points\n"
         "print(assistant.__file__)\n"
         "print(assistant.plugins.__file__)\n"
@@ -42,6 +46,9 @@ def test_wheel_installs_into_fresh_venv_and_imports(tmp_path):
     assert "greedy" in out[3] and "sample" in out[3]
     names = zipfile.ZipFile(wheel).namelist()
     assert "assistant/plugins/greedy.py" in names and "assistant/grammars/json.lark" in names
+    packages = {str(p.parent.relative_to(ROOT)).replace("/", ".") for p in (ROOT / "assistant").rglob("__init__.py")}
+    missing = [p for p in sorted(packages) if f"{p.replace('.', '/')}/__init__.py" not in names]
+    assert not missing, f"packages left out of the wheel (pyproject's list): {missing}"
     assert not any(n.startswith(("plugins/", "tui/", "grammars/")) for n in names)  # nothing generic
 
 
