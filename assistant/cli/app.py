@@ -43,14 +43,10 @@ def _options(
 
 
 bench_app = typer.Typer(help="Benchmarks (ratios against a baseline measured in the same run).", no_args_is_help=True)
-
-
 app.add_typer(bench_app, name="bench")
 
 
 eval_app = typer.Typer(help="Quality evaluations (results saved per problem, resumable).", no_args_is_help=True)
-
-
 app.add_typer(eval_app, name="eval")
 
 

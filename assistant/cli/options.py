@@ -14,53 +14,31 @@ from .. import bundled
 from ..config import Settings, load_settings
 from ..errors import UserError
 
+# -- flags the commands share ------------------------------------------------------------------
 ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Any GGUF file (default: bundled model).")]
-
-
 GpuOpt = Annotated[int | None, typer.Option("--n-gpu-layers", "-ngl", help="Layers to offload to the GPU.")]
-
-
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", "-t", help="CPU threads (default: one per physical core).")
 ]
-
-
 CtxOpt = Annotated[int | None, typer.Option("--n-ctx", help="Context size in tokens (default 4096).")]
-
-
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object for scripts.")]
-
-
 StrategyOpt = Annotated[
     str | None, typer.Option("--strategy", "-s", help="Decoding strategy (see `assistant strategies`).")
 ]
-
-
 OptionOpt = Annotated[list[str] | None, typer.Option("--option", "-o", help="Strategy option KEY=VALUE (repeatable).")]
-
-
 MaxTokOpt = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")]
-
-
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (sample strategy).")]
-
-
-SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed for sampling strategies.")]
-
-
+SeedOpt = Annotated[
+    int | None,
+    typer.Option("--seed", help="Random seed for sampling strategies (default: a fresh one, in --json's stats.seed)."),
+]
 StopOpt = Annotated[
     list[str] | None, typer.Option("--stop", help=r"Stop string (repeatable); \n, \t, \r and \\ are understood.")
 ]
-
-
 GrammarOpt = Annotated[
     Path | None, typer.Option("--grammar", help="Constrain output to a grammar file: Lark, or llama.cpp's GBNF.")
 ]
-
-
 RegexOpt = Annotated[str | None, typer.Option("--regex", help="Constrain output to a regular expression.")]
-
-
 SchemaOpt = Annotated[Path | None, typer.Option("--json-schema", help="Constrain output to a JSON schema file.")]
 
 

@@ -58,6 +58,7 @@ class Run:
         self.cancel = cancel or threading.Event()
         self.stops = StopRules(request, guard)
         self._rng: np.random.Generator | None = None
+        self.seed: int | None = None  # the seed of `rng`, once chance has chosen something
         self.seq = sequence
         self.tokens: list[int] = []
         self.text = ""
@@ -217,7 +218,7 @@ class Run:
             "tokens_per_second": round(n / gen_s, 3) if n else 0.0,
             "decode_tokens_per_second": round(decode_rate, 3),
             **work,
-            **({"seed": self.seed} if self._rng is not None else {}),  # only where chance chose tokens
+            **({"seed": self.seed} if self.seed is not None else {}),  # only where chance chose tokens
             **self.extra_stats,
             **({"notes": list(self.notes)} if self.notes else {}),
         }
