@@ -256,7 +256,7 @@ def corpus_root_id(files: list[Path]) -> str:
     """Which corpus (the folder its files share), apart from its contents: a store rebuilt
     after an edit replaces the one before instead of piling up beside it."""
     root = os.path.commonpath([str(f) for f in files]) if files else ""
-    return hashlib.sha256(root.encode()).hexdigest()[:8]
+    return hashlib.sha256(os.fsencode(root)).hexdigest()[:8]  # a name's bytes: it need not be UTF-8
 
 
 def corpus_signature(files: list[Path]) -> str:
@@ -266,7 +266,7 @@ def corpus_signature(files: list[Path]) -> str:
         return h.hexdigest()[:20]
     for f in files:
         st = f.stat()
-        h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        h.update(os.fsencode(f"{f}:{st.st_size}:{st.st_mtime_ns}\n"))
     return h.hexdigest()[:20]
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 from assistant.engine import Context, Model, PriceBook, baselines
-from assistant.errors import Cancelled, ContextOverflow
+from assistant.errors import Cancelled, ContextOverflow, UserError
 
 PROMPT = "def add(a, b):\n    return"
 
@@ -32,6 +32,17 @@ def test_model_metadata(smol, gemma):
     assert smol.is_eog(smol.eos)
     assert smol.detokenize(smol.tokenize("x = [1, 2]")) == "x = [1, 2]"
     assert "im_start" in (smol.chat_template or "")
+
+
+def test_a_model_whose_file_name_is_not_utf8_loads(smol_path, tmp_path):
+    """Linux file names are bytes: `m\xff.gguf` (a Latin-1 name) was a UnicodeEncodeError
+    traceback where the path met llama.cpp; the stock baseline says why it cannot open it."""
+    odd = tmp_path / os.fsdecode(b"m\xff.gguf")
+    odd.symlink_to(smol_path)
+    model = Model(odd)
+    assert model.n_vocab == 49152
+    with pytest.raises(UserError, match="its name is not UTF-8"):
+        baselines.stock_greedy(model, model.tokenize("x"), 2, threads=1, n_ctx=256)
 
 
 def test_greedy_is_deterministic_and_matches_bare_loop(smol, smol_ctx):

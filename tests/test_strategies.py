@@ -525,6 +525,14 @@ def test_superposed_keeps_k_drafts_on_a_tiny_corpus(service, tmp_path):
     assert len(set(done.texts)) == 3, done.texts
     # which corpus the store came from is said (the default falls back to the stdlib silently)
     assert done.stats["ngram_corpus"] == f"{tmp_path / 'a.py'}" and 0 < done.stats["ngram_tokens"] < 30
+    # a folder named in Latin-1 (names are bytes on Linux) was a UnicodeEncodeError traceback
+    odd = tmp_path / os.fsdecode(b"caf\xe9")
+    odd.mkdir()
+    (odd / os.fsdecode(b"\xfc.py")).write_text("def foo(x):\n    return x + 1\n")
+    done, _ = run(
+        service, Request(prompt="def foo(x):", max_tokens=4, strategy="superposed", options={"corpus": str(odd)})
+    )
+    assert done.stats["ngram_corpus"].startswith(str(odd)) and done.stats["ngram_tokens"] > 0
 
 
 def test_superposed_rescore_ranks_by_the_models_log_probability(service, smol):

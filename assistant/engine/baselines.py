@@ -17,6 +17,7 @@ import time
 import llama_cpp
 import numpy as np
 
+from ..errors import UserError
 from . import _llama
 from .model import Model
 
@@ -27,6 +28,13 @@ def _rate(n: int, t_first: float, t_last: float) -> float:
 
 def stock_greedy(model: Model, prompt: list[int], n_tokens: int, *, threads: int, n_ctx: int) -> dict:
     _llama.ensure_backend()
+    try:
+        str(model.path).encode("utf-8")  # the stock class encodes it so; the engine passes the bytes
+    except UnicodeEncodeError:
+        raise UserError(
+            f"the stock llama_cpp.Llama baseline cannot open {model.path}: its name is not UTF-8; "
+            "rename the file or link to it under a UTF-8 name"
+        ) from None
     llm = llama_cpp.Llama(
         model_path=str(model.path),
         n_ctx=n_ctx,

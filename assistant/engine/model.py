@@ -64,7 +64,7 @@ class Model:
 
             self._progress_cb = llama_cpp.llama_progress_callback(_progress)
             params.progress_callback = self._progress_cb
-            self._ptr = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+            self._ptr = llama_cpp.llama_model_load_from_file(os.fsencode(self.path), params)  # bytes as on disk
         if not self._ptr:
             raise ModelError(
                 f"llama.cpp could not load {self.path} (unsupported architecture, or a corrupt "
