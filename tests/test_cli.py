@@ -93,6 +93,10 @@ def test_a_prompt_that_is_not_utf8_is_a_clear_error(smol_path):
     argv = [os.fsencode(a) for a in cmd[:4]] + [b"x = \xff"] + [os.fsencode(a) for a in cmd[5:]]
     named = subprocess.run(argv, capture_output=True, timeout=120)
     assert named.returncode == 2 and b"the prompt is not UTF-8 text" in named.stderr
+    # a stop string was never found, and a regex was a traceback from llguidance
+    for flag, said in ((b"--stop", b"--stop '\\udcff' is not UTF-8 text"), (b"--regex", b"--regex is not UTF-8 text")):
+        odd = subprocess.run([*argv[:4], b"x", flag, b"\xff", *argv[5:]], capture_output=True, timeout=120)
+        assert odd.returncode == 2 and said in odd.stderr and b"Traceback" not in odd.stderr, odd.stderr
 
 
 def test_stop_strings_understand_backslash_escapes(smol_path):

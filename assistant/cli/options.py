@@ -57,7 +57,7 @@ def constraint_from_flags(
         raise UserError(f"no plugin provides {kind!r} constraints (is ASSISTANT_PLUGINS limiting them?)")
     model = service.model(role)
     if kind == "regex":
-        return factories[kind](value, model, origin="--regex")
+        return factories[kind](utf8_text(value, "--regex"), model, origin="--regex")
     from ..constraints import read_source
 
     return factories[kind](read_source(kind, value), model, origin=str(value))
@@ -105,16 +105,19 @@ def stdin_text(what: str) -> str:
         raise UserError(f"standard input is not UTF-8 text (byte {e.start}: {data[e.start : e.start + 1]!r})") from None
 
 
-def prompt_text(arg: str) -> str:
-    """The prompt argument, or standard input for '-', as text llama.cpp can take: bytes that are
-    not UTF-8 (Python keeps them as lone surrogates) are a clear error, not a traceback."""
-    if arg == "-":
-        return stdin_text("the prompt '-'")
+def utf8_text(arg: str, what: str) -> str:
+    """A text argument as llama.cpp and llguidance can take it: bytes that are not UTF-8 (Python
+    keeps them as lone surrogates) are a clear error, not a traceback (or a stop never found)."""
     try:
         arg.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise UserError(f"the prompt is not UTF-8 text (character {e.start})") from None
+        raise UserError(f"{what} is not UTF-8 text (character {e.start})") from None
     return arg
+
+
+def prompt_text(arg: str) -> str:
+    """The prompt argument, or standard input for '-'."""
+    return stdin_text("the prompt '-'") if arg == "-" else utf8_text(arg, "the prompt")
 
 
 def request_for(settings: Settings, *, strategy, options, max_tokens, temperature, seed, stop, **kw):
@@ -138,7 +141,7 @@ def _stop_strings(stop: list[str] | None) -> list[str]:
     which the user did not mean: it is refused (it was dropped without a word)."""
     if any(s == "" for s in stop or []):
         raise UserError('--stop "" is empty: it cannot end anything; leave it out or give the text to stop at')
-    return [_unescape(s) for s in stop or []]
+    return [_unescape(utf8_text(s, f"--stop {s!r}")) for s in stop or []]
 
 
 def sampling_for(settings: Settings, temperature: float | None, seed: int | None):
