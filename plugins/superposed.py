@@ -47,6 +47,8 @@ class SuperposedOptions:
     def __post_init__(self):
         require(self.k >= 1, "k", self.k, ">= 1")
         require(self.n_token_sample >= 1, "n_token_sample", self.n_token_sample, ">= 1")
+        # one token a step extends the one draft there is at the start: k drafts were 1, silently
+        require(self.k == 1 or self.n_token_sample >= 2, "n_token_sample", self.n_token_sample, ">= 2 when k > 1")
         require(self.temp > 0, "temp", self.temp, "> 0")
         require(0.0 <= self.alpha < 1.0, "alpha", self.alpha, "in [0, 1)")
         require(self.penalty >= 0, "penalty", self.penalty, ">= 0 (it ranks unmatched candidates below matched ones)")

@@ -136,6 +136,16 @@ def test_unknown_strategy_and_bad_options(service):
     for weights in ("1,2,3,4,5,6,7", "-1,0", "", "nan,1"):  # 7 weights: the last two were silently unused
         with pytest.raises(PluginError, match="ngram_weights must be 1 to 5"):
             list(service.generate(Request(prompt="x", strategy="superposed", options={"ngram_weights": weights})))
+    # one token a step left the 3 drafts asked for as 1, without a word
+    with pytest.raises(PluginError, match="n_token_sample must be >= 2 when k > 1, got 1"):
+        list(service.generate(Request(prompt="x", strategy="superposed", options={"n_token_sample": "1"})))
+    one = [
+        e
+        for e in service.generate(
+            Request(prompt="x", max_tokens=2, strategy="superposed", options={"k": "1", "n_token_sample": "1"})
+        )
+    ][-1]
+    assert len(one.texts) == 1
 
 
 def test_an_option_out_of_range_is_named_with_its_value():
