@@ -160,6 +160,7 @@ def test_an_option_out_of_range_is_named_with_its_value():
         ("superposed", "temp", "0"),
         ("superposed", "n_token_sample", "0"),
         ("speculative", "max_ngram", "0"),
+        ("speculative", "max_ngram", "100"),  # 170 MB more on a 3,600-token prompt, for nothing
         ("speculative", "max_draft", "0"),
         ("top-h", "top_n", "0"),
         ("adadec", "lookahead", "0"),
