@@ -95,6 +95,37 @@ def test_long_infill_is_truncated_not_crashed(tiny):
     assert p.truncated and len(p.tokens) < 256
 
 
+def test_the_model_sees_the_lines_near_the_cursor_as_llama_vim_sends_them(tiny, tmp_path):
+    """`complete` prefilled the whole file up to the context (12.6 s on 2 cores for a
+    2,630-line file, and more with a larger --n-ctx); it now sends the cursor's line with 256
+    lines above and 64 below, as llama.vim does. A check that the file parses sees all of it."""
+    m = tiny["qwen"]
+    above = "".join(f"a{i} = {i}\n" for i in range(10))
+    below = "".join(f"b{i} = {i}\n" for i in range(10))
+    req = Request(prompt=above + "x = ", suffix="1\n" + below, n_prefix=2, n_suffix=3)
+    pre, suf, mid = ids(m, "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+    near = psm_body(m, pre, suf, mid, prefix="a8 = 8\na9 = 9\nx = ", suffix="1\nb0 = 0\nb1 = 1\nb2 = 2\n")
+    tokens = build_prompt(m, req, 256).tokens
+    assert tokens[-len(near) :] == near and m.tokenize("a7") not in [tokens[i : i + 2] for i in range(len(tokens))]
+    whole = Request(prompt=above + "x = ", suffix="1\n" + below)  # 0: all of it, as before
+    body = psm_body(m, pre, suf, mid, prefix=whole.prompt, suffix=whole.suffix)
+    assert build_prompt(m, whole, 512).tokens[-len(body) :] == body
+    guarded = Request(prompt='s = """\n' + above + "x = ", suffix='"""\n', n_prefix=2, syntax_valid=True)
+    guard = build_prompt(m, guarded, 256).guard
+    assert (guard.prefix, guard.suffix) == (guarded.prompt, guarded.suffix)  # the opening quotes are far above
+    lines_above, lines_below = [f"v{i} = {i}\n" for i in range(400)], [f"w{i} = {i}\n" for i in range(100)]
+    src = tmp_path / "long.py"
+    src.write_text("".join(lines_above) + "x = \n" + "".join(lines_below))
+    args = ["complete", str(src), "-l", "401", "-c", "5", "-m", str(m.path), "-n", "1", "--n-ctx", "8192", "--json"]
+    sent = json.loads(run_cli(*args).stdout)["stats"]["prompt_tokens"]
+    near = Request(
+        prompt="".join(lines_above[-256:]) + "x = ", suffix="\n" + "".join(lines_below[:64]), filename="long.py"
+    )
+    assert sent == len(build_prompt(m, near, 8192).tokens)
+    everything = run_cli(*args, "--n-prefix", "0", "--n-suffix", "0")
+    assert json.loads(everything.stdout)["stats"]["prompt_tokens"] > sent
+
+
 def test_complete_runs_a_fim_model(tmp_path, tiny):
     src = tmp_path / "a.py"
     src.write_text("def x():\n    return 1\n")

@@ -71,6 +71,14 @@ def complete(
             "as llama.vim sends; 0: no limit).",
         ),
     ] = None,
+    n_prefix: Annotated[
+        int,
+        typer.Option("--n-prefix", help="Lines above the cursor's line the model sees (llama.vim's default; 0: all)."),
+    ] = 256,
+    n_suffix: Annotated[
+        int,
+        typer.Option("--n-suffix", help="Lines below the cursor's line the model sees (llama.vim's default; 0: all)."),
+    ] = 64,
     temperature: TempOpt = None,
     seed: SeedOpt = None,
     stop: StopOpt = None,
@@ -115,6 +123,8 @@ def complete(
         prompt=prefix,
         suffix=suffix,
         n_indent=n_indent,
+        n_prefix=n_prefix,
+        n_suffix=n_suffix,
         syntax_valid=syntax_valid,
         language=language,
         filename=named.name if named else None,

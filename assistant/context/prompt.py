@@ -47,7 +47,7 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
                 "raise --n-ctx or shorten the prompt"
             )
         return Prompt(tokens)
-    prefix, suffix = request.prompt, request.suffix or ""
+    prefix, suffix = near_cursor(request.prompt, request.suffix or "", request.n_prefix, request.n_suffix)
     room = max(n_ctx - min(request.max_tokens, n_ctx // 2) - len(bos) - 4, MIN_GENERATION_ROOM)
     pre = _tokens_near(model, prefix, room, tail=True)[0]
     fim = detect_fim(model)
@@ -72,6 +72,28 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
         tokens = fim_tokens(model, fim, pre, suf, bos=bos, filename=request.filename or "filename")
         truncated = True
     return Prompt(tokens, truncated=truncated, mode=f"fim:{fim.family}")
+
+
+def near_cursor(prefix: str, suffix: str, n_prefix: int, n_suffix: int) -> tuple[str, str]:
+    """The text around the cursor a model sees: the cursor's line, with `n_prefix` whole lines
+    above it and `n_suffix` below (0: all), as llama.vim sends them. The whole file cost a
+    long prefill for what it adds (12.6 s on 2 cores for 4,076 tokens of a 2,630-line file)."""
+    if n_prefix:
+        cut = len(prefix)
+        for _ in range(n_prefix + 1):  # the cursor line's start, then one line further up each time
+            cut = prefix.rfind("\n", 0, cut)
+            if cut < 0:
+                break
+        prefix = prefix[cut + 1 :]
+    if n_suffix:
+        cut = -1
+        for _ in range(n_suffix + 1):  # the cursor line's end, then one line further down each time
+            cut = suffix.find("\n", cut + 1)
+            if cut < 0:
+                break
+        if cut >= 0:
+            suffix = suffix[: cut + 1]
+    return prefix, suffix
 
 
 def _tokens_near(model: Model, text: str, budget: int, *, tail: bool) -> tuple[list[int], bool]:

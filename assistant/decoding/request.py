@@ -61,6 +61,10 @@ class Request:
     max_tokens: int = 128
     stop: list[str] = field(default_factory=list)
     n_indent: int = 0  # stop at a new line indented less than this (llama.cpp semantics)
+    # infill: lines above / below the cursor's line the model sees (llama.vim's n_prefix and
+    # n_suffix; 0: all); checks that the file parses still see all of it
+    n_prefix: int = 0
+    n_suffix: int = 0
     t_max_predict_ms: int = 0  # time limit that fires only after a newline (llama.cpp semantics)
     deadline: float | None = None  # absolute time.monotonic() after which generation stops
     sampling: Sampling = field(default_factory=Sampling)
@@ -82,6 +86,6 @@ class Request:
 
     def validate(self) -> None:
         self.sampling.validate()
-        for name in ("max_tokens", "n_indent", "t_max_predict_ms"):
+        for name in ("max_tokens", "n_indent", "n_prefix", "n_suffix", "t_max_predict_ms"):
             if getattr(self, name) < 0:
                 raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
