@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
@@ -155,9 +156,15 @@ class Registry:
 _registry: Registry | None = None
 
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
 def _strategy_problem(cls: Any) -> str | None:
-    """Why a registered strategy cannot be used, or None: it needs a `generate`, and options
+    """Why a registered strategy cannot be used, or None: a name one can type after `-s` and
+    put in a file name (an eval's results: `a/b` made a folder), a `generate`, and options
     that are a dataclass whose every field has a default (a run without options uses them)."""
+    if not _NAME.fullmatch(str(cls.name)):
+        return "has a name that is not letters, digits, '-', '_' and '.'"
     if not isinstance(cls, type) or not callable(getattr(cls, "generate", None)):
         return "has no generate(run) method"
     options = getattr(cls, "Options", None)

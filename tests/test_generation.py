@@ -241,7 +241,11 @@ def test_a_plugin_strategy_that_cannot_be_used_is_reported_and_skipped():
     class NoGenerate:
         name = "no-generate"
 
-    registry = registry_with(NoOptionsDefault, NotDataclass, NoGenerate, plugin="broken-plugin")
+    class OddName(NoOptionsDefault):
+        name = "my/strategy"  # -s takes it, but an eval's results file became a folder
+        Options = dataclasses.make_dataclass("Nothing", [])
+
+    registry = registry_with(NoOptionsDefault, NotDataclass, NoGenerate, OddName, plugin="broken-plugin")
     strategies = registry.strategies()
     assert "greedy" in strategies and not {"no-default", "not-dataclass", "no-generate"} & set(strategies)
     assert all(cls.describe() for cls in strategies.values())  # what `assistant strategies` shows
@@ -250,6 +254,7 @@ def test_a_plugin_strategy_that_cannot_be_used_is_reported_and_skipped():
     assert registry.failures["broken-plugin"] == said
     assert said.count("cannot be used without arguments") == 1 and "'not-dataclass' has Options that are not" in said
     assert "'no-generate' has no generate(run) method" in said
+    assert "'my/strategy' has a name that is not letters, digits, '-', '_' and '.'" in said
 
 
 def test_a_plugin_strategy_that_raises_is_one_line_naming_the_plugin(smol_path):
