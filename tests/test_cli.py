@@ -168,6 +168,10 @@ def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
         texts[newline] = json.loads(res.stdout)["text"]
     assert "\n" in texts["\n"] and "\r" not in texts["\n"]  # the completion runs past its line
     assert texts["\r\n"] == texts["\n"].replace("\n", "\r\n")
+    # a stop at the file's own line end: the model writes "\n", so "\r\n" was never found
+    args = ["complete", str(tmp_path / "windows.py"), "-l", "3", "-c", "12", "-n", "12", "--n-indent", "0"]
+    stopped = run_cli(*args, "--stop", r"\r\n", "--json")
+    assert json.loads(stopped.stdout)["text"] == texts["\n"].split("\n")[0], stopped.stdout
 
 
 def test_complete_stops_at_the_end_of_the_cursors_block_by_default(tmp_path):

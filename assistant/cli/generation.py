@@ -149,6 +149,9 @@ def _write(flags: dict, *, show: dict | None = None, **fields) -> None:
         options=flags["option"],
         **fields,
     )
+    newline = (show or {}).get("newline", "\n")
+    if newline != "\n":  # the model writes "\n" (its line ends become the file's at the end): a stop too
+        request.stop = [s.replace(newline, "\n") for s in request.stop]
     note_unused_temperature(service, request.strategy, flags["temperature"])
     constraint = constraint_from_flags(service, flags["grammar"], flags["regex"], flags["json_schema"])
     run_and_show(service, request, as_json=flags["as_json"], constraint=constraint, **(show or {}))
