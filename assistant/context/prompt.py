@@ -77,7 +77,8 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
 def near_cursor(prefix: str, suffix: str, n_prefix: int, n_suffix: int) -> tuple[str, str]:
     """The text around the cursor a model sees: the cursor's line, with `n_prefix` whole lines
     above it and `n_suffix` below (0: all), as llama.vim sends them. The whole file cost a
-    long prefill for what it adds (12.6 s on 2 cores for 4,076 tokens of a 2,630-line file)."""
+    long prefill for what it adds (argparse.py, 2,630 lines: 4,076 tokens and 10.4 s on 2
+    cores, against 2,289 and 5.0 s with 256 and 64 lines, for the same completion)."""
     if n_prefix:
         cut = len(prefix)
         for _ in range(n_prefix + 1):  # the cursor line's start, then one line further up each time
