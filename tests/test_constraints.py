@@ -197,16 +197,24 @@ def test_a_match_that_cannot_go_on_or_was_stopped_is_said_to_be_incomplete(servi
     "kind, source, message",
     [
         ("lark", "start: foo", "unknown name"),
-        ("regex", r"[^\s\S]x", "the regex matches no text at all"),  # was an empty text, finish 'stop'
+        ("regex", r"[^\s\S]x", "the regex in s.json matches no text at all"),  # was an empty text, finish 'stop'
         ("lark", 'start: "a" (', "invalid grammar"),
         ("regex", "[a-", "unclosed character class"),
         ("json-schema", '{"type": "bogus"}', "bogus"),
-        ("json-schema", "{not json", "not valid JSON"),
+        ("json-schema", "{not json", r"^JSON schema in s\.json: not valid JSON \(Expecting property name"),
+        # each file given to the other flag: "missing field `grammars`", and no word of a grammar
+        ("lark", '{"type": "object"}', r"^grammar in s\.json: it is JSON, not Lark or GBNF; .* --json-schema$"),
+        (
+            "json-schema",
+            'start: "a"\n',
+            r"^JSON schema in s\.json: not valid JSON .*; a Lark or GBNF grammar goes to --grammar$",
+        ),
+        ("json-schema", 'root ::= "a"\n', "a Lark or GBNF grammar goes to --grammar$"),
     ],
 )
 def test_invalid_constraints_are_clear_errors(service, kind, source, message):
     with pytest.raises(ConstraintError, match=message):
-        build(kind, source, service.model())
+        build(kind, source, service.model(), origin="s.json")
 
 
 def test_cli_constraint_flags(tmp_path, smol_path):

@@ -64,6 +64,16 @@ def _is_gbnf(source: str) -> bool:
     return _GBNF_RULE.search(source) is not None
 
 
+_LARK_RULE = re.compile(r"(?m)^\s*[?!]?[A-Za-z_]\w*(\.\d+)?\s*:[^:]")
+
+
+def _is_json_object(source: str) -> bool:
+    try:
+        return isinstance(json.loads(source), dict)
+    except ValueError:
+        return False
+
+
 def _lark_from_gbnf(source: str) -> str:
     from llguidance.gbnf_to_lark import gbnf_to_lark
 
@@ -78,6 +88,8 @@ def grammar_text(kind: str, source: str) -> str:
     import llguidance
 
     if kind == "lark":
+        if _is_json_object(source):  # llguidance read it as its own grammar format: "missing field `grammars`"
+            raise ConstraintError("it is JSON, not Lark or GBNF; a JSON schema goes to --json-schema")
         return llguidance.LLMatcher.grammar_from_lark(_lark_from_gbnf(source) if _is_gbnf(source) else source)
     if kind == "regex":
         return llguidance.LLMatcher.grammar_from_regex(source)
@@ -85,7 +97,8 @@ def grammar_text(kind: str, source: str) -> str:
         try:
             json.loads(source)
         except ValueError as exc:
-            raise ConstraintError(f"JSON schema is not valid JSON: {exc}") from None
+            hint = "; a Lark or GBNF grammar goes to --grammar" if _LARK_RULE.search(source) or _is_gbnf(source) else ""
+            raise ConstraintError(f"not valid JSON ({exc}){hint}") from None
         return llguidance.LLMatcher.grammar_from_json_schema(source)
     raise ConstraintError(f"unknown constraint kind {kind!r} (use one of {', '.join(KINDS)})")
 
@@ -101,7 +114,10 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
 
     where = f" in {origin}" if origin else ""
     tokenizer = lltokenizer(model)
-    grammar = grammar_text(kind, source)
+    try:
+        grammar = grammar_text(kind, source)
+    except ConstraintError as exc:  # said of the file it came from
+        raise ConstraintError(f"{_WHAT.get(kind, kind)}{where}: {exc}") from None
     error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
     if error:
         raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {error.strip()}")
