@@ -312,7 +312,7 @@ def _tokenize_by_lines(model, text: str, piece: int = 4_000) -> list[int]:
 def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
     folder = cache_dir() / "ngrams"  # made when a store is saved
     path = folder / f"{key}.npz"
-    if os.path.isfile(path):  # False, not an error, in a folder it may not search
+    if _is_regular(path):
         try:
             return NgramStore.load(path)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):

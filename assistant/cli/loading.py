@@ -16,10 +16,10 @@ from .options import settings_for
 def completion_service(model: Path | None, *, n_gpu_layers, threads, n_ctx, quiet: bool):
     """The settings (flags over the config) and the Service of a command on the completion model."""
     settings = settings_for(bundled.COMPLETION, model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
-    return settings, open_service(settings, quiet=quiet)
+    return settings, _open_service(settings, quiet=quiet)
 
 
-def open_service(settings: Settings, *, quiet: bool = False):
+def _open_service(settings: Settings, *, quiet: bool = False):
     from ..engine import gpu_offload_supported
     from ..service import Service
 
