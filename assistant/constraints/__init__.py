@@ -34,12 +34,21 @@ class GrammarConstraint:
         self.description = description
         self._bitmask = lln.allocate_token_bitmask(1, n_vocab)
         self._fill = lln.fill_next_token_bitmask
+        self._mask: np.ndarray | None = None  # this state's, until a token moves it on
 
     def allowed(self) -> np.ndarray:
-        self._fill(self.matcher, self._bitmask, 0)
-        return np.unpackbits(self._bitmask[0].view(np.uint8), bitorder="little")[: self.n_vocab].view(bool)
+        """The mask of this state, computed once for it (read-only): `build` checks it, and a
+        strategy may ask more than once a step (superposed: for the shared candidates, then
+        per draft)."""
+        if self._mask is None:
+            self._fill(self.matcher, self._bitmask, 0)
+            mask = np.unpackbits(self._bitmask[0].view(np.uint8), bitorder="little")[: self.n_vocab].view(bool)
+            mask.flags.writeable = False
+            self._mask = mask
+        return self._mask
 
     def advance(self, token: int) -> None:
+        self._mask = None
         if not self.matcher.consume_token(int(token)):
             raise ConstraintError(f"token {token} rejected by {self.description}: {self.matcher.get_error()}")
 
