@@ -133,6 +133,16 @@ def test_complete_at_cursor(tmp_path, smol_path):
     assert len(set(drafts["texts"])) == 3  # alternatives to insert are distinct texts
 
 
+def test_complete_in_an_empty_file_writes_the_files_language(tmp_path):
+    """The bundled Gemma, seeing nothing of an empty `main.go`, wrote an HTML page (`<h1>`);
+    the comment naming the file keeps it to the file's language."""
+    src = tmp_path / "main.go"
+    src.write_text("")
+    res = run_cli("complete", str(src), "-l", "1", "-c", "1", "-n", "16", "--json")
+    obj = json.loads(res.stdout)
+    assert res.returncode == 0 and obj["text"].startswith("//") and "<" not in obj["text"], obj
+
+
 def test_complete_reads_an_unsaved_buffer_from_stdin(tmp_path, smol_path):
     """An editor's buffer is often unsaved: `complete -` reads it from stdin (as `black -`,
     `ruff --stdin-filename`), and `--stdin-filename` gives its language and project; it was

@@ -43,6 +43,28 @@ def test_no_fim_tokens(tiny):
     assert p.mode == "prefix" and p.guard is not None
 
 
+def test_a_file_with_no_code_before_the_cursor_is_named_in_a_comment(tiny):
+    """Without FIM tokens the model sees only the prefix: in an empty `main.go` that was
+    nothing, and Gemma wrote HTML. Where the prefix holds no code, a comment in the file's
+    language names the file; anywhere else the prompt is the prefix alone."""
+    m = tiny["none"]
+
+    def text(prefix, **kw):
+        toks = build_prompt(m, Request(prompt=prefix, suffix="}\n", **kw), 256).tokens
+        return m.detokenize(toks[len(m.bos_tokens()) :]).removeprefix(" ")  # its tokenizer adds a space
+
+    assert text("", filename="main.go", language="go") == "// main.go\n"
+    assert text("\n\n", filename="x.py", language="python") == "# x.py\n\n\n"
+    assert text("", filename="page.html", language="html") == "<!-- page.html -->\n"
+    assert text("package main\n", filename="main.go", language="go") == "package main\n"
+    assert text("\n", filename="data.json", language="json") == "\n"  # JSON has no comments
+    assert text("\n", filename=None, language="python") == "\n"  # stdin without a name: no name to give
+    fim = tiny["codellama"]  # a FIM model sees the suffix: no hint added
+    assert build_prompt(fim, Request(prompt="", suffix="}", filename="a.go", language="go"), 256).tokens == (
+        build_prompt(fim, Request(prompt="", suffix="}"), 256).tokens
+    )
+
+
 def test_psm_layout_with_repo_context_qwen(tiny):
     m = tiny["qwen"]
     req = Request(prompt="def x", suffix="return y", extra=[ContextChunk("x = 1", "a.py")], filename="b.py")

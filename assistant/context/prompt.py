@@ -9,6 +9,7 @@ from ..engine import Model
 from ..errors import ContextOverflow, UserError
 from .fim import detect as detect_fim
 from .fim import fim_tokens
+from .header import file_header
 from .infill import SuffixGuard
 from .syntax import SyntaxGuard
 
@@ -49,16 +50,18 @@ def _build(model: Model, request: Request, n_ctx: int) -> Prompt:
         return Prompt(tokens)
     prefix, suffix = near_cursor(request.prompt, request.suffix or "", request.n_prefix, request.n_suffix)
     room = max(n_ctx - min(request.max_tokens, n_ctx // 2) - len(bos) - 4, MIN_GENERATION_ROOM)
-    pre = _tokens_near(model, prefix, room, tail=True)[0]
     fim = detect_fim(model)
     if fim is None:
-        # no FIM tokens: prompt with the prefix; the suffix steers stopping only
+        # no FIM tokens: prompt with the prefix (named in a comment where it holds no code); the
+        # suffix steers stopping only
+        pre = _tokens_near(model, file_header(prefix, request.filename, request.language) + prefix, room, tail=True)[0]
         truncated = len(pre) > room
         pre = pre[-room:] if truncated else pre
         tokens = bos + pre
         if not tokens:
             raise UserError("nothing to complete: the prefix is empty and the model has no BOS token")
         return Prompt(tokens, guard=SuffixGuard(suffix), truncated=truncated, mode="prefix")
+    pre = _tokens_near(model, prefix, room, tail=True)[0]
     suf = _tokens_near(model, suffix, room, tail=False)[0]
     # documented truncation: keep the end of the prefix (3/4 of the room) and the start of the suffix
     truncated = len(pre) + len(suf) > room
