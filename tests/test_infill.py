@@ -184,6 +184,12 @@ def test_complete_syntax_valid_flag_and_eval_infill(tmp_path):
             "seconds_per_case",
         }
     assert out["nonempty_valid_rate"] == 1.0  # grammar-infill: valid and non-empty
+    assert "seed" not in out["rows"][0]  # greedy: chance chose nothing
+    # a sampled case says the seed that makes it again (it went nowhere)
+    sample = ("eval", "infill", "--cases", str(cases), "-s", "sample", "--temperature", "1.5", "--json")
+    drawn = json.loads(run_cli(*sample).stdout)["rows"][0]
+    again = json.loads(run_cli(*sample, "--seed", str(drawn["seed"])).stdout)["rows"][0]
+    assert isinstance(drawn["seed"], int) and again["completion"] == drawn["completion"], (drawn, again)
     # a bad option is refused before any case runs: the error alone, without a progress bar
     bad = run_cli("eval", "infill", "--cases", str(cases), "-s", "grammar-infill", "-o", "nosuch=1")
     assert bad.returncode == 2 and "has no option 'nosuch'" in bad.stderr, bad.stderr

@@ -30,7 +30,11 @@ MaxTokOpt = Annotated[int | None, typer.Option("--max-tokens", "-n", help="Most 
 TempOpt = Annotated[float | None, typer.Option("--temperature", help="Sampling temperature (sample strategy).")]
 SeedOpt = Annotated[
     int | None,
-    typer.Option("--seed", help="Random seed for sampling strategies (default: a fresh one, in --json's stats.seed)."),
+    typer.Option(
+        "--seed",
+        help="Random seed for sampling strategies (default: a fresh one each run, reported in --json's "
+        "stats.seed; an eval reports each result's).",
+    ),
 ]
 StopOpt = Annotated[
     list[str] | None, typer.Option("--stop", help=r"Stop string (repeatable); \n, \t, \r and \\ are understood.")

@@ -177,6 +177,8 @@ def _run_case(service, req: Request, case: dict) -> dict:
         "edit_similarity": difflib.SequenceMatcher(None, middle.strip(), case["middle"].strip()).ratio(),
         "seconds": seconds,
     }
+    if "seed" in final.stats:  # a sampled case can be run again
+        row["seed"] = final.stats["seed"]
     if case.get("test"):
         program = case["prefix"] + middle + case["suffix"] + "\n\n" + case["test"]
         row["passed"] = run_python(program, timeout=10).passed
