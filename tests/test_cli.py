@@ -203,6 +203,27 @@ def test_complete_stops_at_the_end_of_the_cursors_block_by_default(tmp_path):
         assert re.match(r"(\n[ \t]*)*\n {0,3}\S", rest), (block, rest)
 
 
+def test_a_column_counts_what_the_editor_counts(tmp_path, smol_path):
+    """Vim's col() counts UTF-8 bytes and VS Code UTF-16 code units: such a column put the
+    cursor past its place after every `é` or emoji before it. --column-unit says which."""
+    from assistant.context.cursor import split_at_cursor
+
+    text = 's = "h\u00e9llo \U0001f389"  # x\n'
+    at_quote = ('s = "h\u00e9llo \U0001f389', '"  # x\n', "\n")
+    assert split_at_cursor(text, 1, 13, "f") == at_quote  # characters
+    assert split_at_cursor(text, 1, 17, "f", "bytes") == at_quote  # é is 2 bytes, the emoji 4
+    assert split_at_cursor(text, 1, 14, "f", "utf-16") == at_quote  # the emoji is 2 code units
+    src = tmp_path / "u.py"
+    src.write_text(text)
+    args = ["complete", str(src), "-l", "1", "-m", str(smol_path), "-n", "2"]
+    inside = run_cli(*args, "-c", "16", "--column-unit", "bytes")
+    assert inside.returncode == 2 and "--column 16 (bytes) falls inside a character of line 1" in inside.stderr
+    past = run_cli(*args, "-c", "21", "--column-unit", "utf-16")
+    assert past.returncode == 2 and "outside line 1 (1..20 in utf-16)" in past.stderr, past.stderr
+    bad = run_cli(*args, "-c", "1", "--column-unit", "columns")
+    assert bad.returncode == 2 and "--column-unit must be one of chars, bytes, utf-16" in bad.stderr
+
+
 def test_a_byte_order_mark_is_no_text(tmp_path):
     """Windows editors may save UTF-8 with a BOM: it took a column on line 1 and a token in the
     prompt; now the cursor and the prompt are the file's text alone."""

@@ -59,7 +59,16 @@ def generate(
 def complete(
     file: Annotated[Path, typer.Argument(help="Source file to complete in, or - to read it from stdin.")],
     line: Annotated[int, typer.Option("--line", "-l", help="Cursor line, 1-based.")],
-    column: Annotated[int, typer.Option("--column", "-c", help="Cursor column, 1-based (cursor is before it).")],
+    column: Annotated[
+        int, typer.Option("--column", "-c", help="Cursor column, 1-based (cursor is before it), in --column-unit.")
+    ],
+    column_unit: Annotated[
+        str,
+        typer.Option(
+            "--column-unit",
+            help="What --column counts: chars (Emacs, Helix), bytes of UTF-8 (Vim's col()), utf-16 (VS Code, LSP).",
+        ),
+    ] = "chars",
     strategy: StrategyOpt = None,
     option: OptionOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens to generate.")] = 64,
@@ -113,7 +122,7 @@ def complete(
         raise UserError("--stdin-filename names the text read from stdin: give FILE as -")
     else:
         raw, where, named = read_source(file), str(file), file
-    prefix, suffix, newline = split_at_cursor(raw, line, column, where)
+    prefix, suffix, newline = split_at_cursor(raw, line, column, where, column_unit)
     if n_indent is None:  # the block the cursor is in: a completion ends where it does
         current = prefix[prefix.rfind("\n") + 1 :] + suffix.split("\n", 1)[0]
         n_indent = len(current) - len(current.lstrip(" \t"))

@@ -23,17 +23,38 @@ def read_source(path: Path) -> str:
         raise UserError(f"cannot read {path}: {reason(exc)}") from None
 
 
-def split_at_cursor(raw: str, line: int, column: int, where: str) -> tuple[str, str, str]:
+# what a column counts, by how editors count it: Emacs and Helix characters, Vim and Sublime
+# UTF-8 bytes, VS Code and LSP UTF-16 code units
+COLUMN_UNITS = {"chars": None, "bytes": ("utf-8", 1), "utf-16": ("utf-16-le", 2)}
+
+
+def split_at_cursor(raw: str, line: int, column: int, where: str, unit: str = "chars") -> tuple[str, str, str]:
     """(prefix, suffix, newline) of the text `raw` (named `where` in errors): the text with "\n"
     line ends, as models mostly saw code, and its own line end ("\r\n" in a Windows file),
-    which the inserted text must use."""
+    which the inserted text must use. `unit`: what `column` counts (COLUMN_UNITS)."""
     newline = "\r\n" if raw.count("\r\n") * 2 > raw.count("\n") else "\n"
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")  # a trailing newline gives an empty last line: the cursor may go there
     if not 1 <= line <= len(lines):
         raise UserError(f"--line {line} is outside {where} (1..{len(lines)})")
-    current = lines[line - 1]
-    if not 1 <= column <= len(current) + 1:
-        raise UserError(f"--column {column} is outside line {line} (1..{len(current) + 1})")
-    offset = sum(len(s) + 1 for s in lines[: line - 1]) + column - 1
+    offset = sum(len(s) + 1 for s in lines[: line - 1]) + _characters_before(lines[line - 1], column, line, unit)
     return text[:offset], text[offset:], newline
+
+
+def _characters_before(current: str, column: int, line: int, unit: str) -> int:
+    """How many characters of the line `current` come before the 1-based `column` in `unit`:
+    a Vim column counted in bytes put the cursor past every `é` before it."""
+    if unit not in COLUMN_UNITS:
+        raise UserError(f"--column-unit must be one of {', '.join(COLUMN_UNITS)}, got {unit!r}")
+    encoding, width = COLUMN_UNITS[unit] or (None, 1)
+    coded = current.encode(encoding, "surrogatepass") if encoding else current
+    size = len(coded) // width
+    if not 1 <= column <= size + 1:
+        per = "" if unit == "chars" else f" in {unit}"
+        raise UserError(f"--column {column} is outside line {line} (1..{size + 1}{per})")
+    if encoding is None:
+        return column - 1
+    try:
+        return len(coded[: (column - 1) * width].decode(encoding))
+    except UnicodeDecodeError:
+        raise UserError(f"--column {column} ({unit}) falls inside a character of line {line}") from None
