@@ -43,6 +43,9 @@ class Settings:
     top_p: float = 0.95
     min_p: float = 0.05
     seed: int | None = None
+    # where each value that is not a default was set ("config file ~/.config/…"), for errors
+    # found later (a strategy name is checked against the plugins)
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 def config_path() -> Path:
@@ -84,7 +87,7 @@ def _user_dir(env: str, default: Path, what: str) -> Path:
 
 
 # sizes llama.cpp would take silently (threads -2, a context of 0) and then do something else
-_MINIMUM = {"threads": 1, "n_ctx": 16, "n_batch": 1, "n_seq_max": 1}
+_MINIMUM = {"threads": 1, "n_ctx": 16, "n_batch": 1, "n_seq_max": 1, "max_tokens": 0, "seed": 0}
 _CHOICES = {"ops_backend": ("auto", "numpy", "torch")}
 
 
@@ -122,8 +125,9 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     """Resolve settings from every layer; `overrides` are CLI flags (None means not given)."""
     hints = typing.get_type_hints(Settings)
-    names = {f.name for f in dataclasses.fields(Settings)}
+    names = {f.name for f in dataclasses.fields(Settings)} - {"sources"}
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each value that is not a default was set
     path = config_path()
     is_file = kind_of(path, "config file") == "file"
     if os.environ.get("ASSISTANT_CONFIG") and not is_file:  # named on purpose: a typo must not pass
@@ -137,12 +141,30 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
             key_n = key.replace("-", "_")
             if key_n not in names:
                 raise UserError(f"config file {path}: unknown setting {key!r}")
-            values[key_n] = _coerce(key_n, value, hints[key_n], f"config file {path}")
+            sources[key_n] = f"config file {path}"
+            values[key_n] = _coerce(key_n, value, hints[key_n], sources[key_n])
     for name in names:
         env = os.environ.get(f"ASSISTANT_{name.upper()}")
         if env is not None:
-            values[name] = _coerce(name, env, hints[name], f"environment ASSISTANT_{name.upper()}")
+            sources[name] = f"environment ASSISTANT_{name.upper()}"
+            values[name] = _coerce(name, env, hints[name], sources[name])
     for name, value in (overrides or {}).items():
         if value is not None:
-            values[name] = _coerce(name, value, hints[name], f"option --{name.replace('_', '-')}")
-    return Settings(**values)
+            sources[name] = f"option --{name.replace('_', '-')}"
+            values[name] = _coerce(name, value, hints[name], sources[name])
+    _check_sampling(values, sources)
+    return Settings(**values, sources=sources)
+
+
+def _check_sampling(values: dict[str, Any], sources: dict[str, str]) -> None:
+    """Sampling settings from the config or the environment, checked where they are read: the
+    request's own check said `top_p must be in (0, 1], got 7.0` and not where that 7 was set."""
+    from .decoding.request import check_sampling  # the one set of rules (loads the engine: the CLI has)
+
+    names = ("temperature", "top_k", "top_p", "min_p")
+    for name in names:
+        if values.get(name) is not None:
+            try:
+                check_sampling(**{n: values[name] if n == name else None for n in names})
+            except UserError as exc:
+                raise UserError(f"{sources[name]}: {exc}") from None

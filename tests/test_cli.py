@@ -530,3 +530,24 @@ def test_more_threads_than_cpus_is_warned(smol_path):
     assert over.returncode == 0 and f"{cpus + 1} threads on the {cpus} CPUs" in over.stderr, over.stderr
     fits = run_cli("generate", "x", "-m", str(smol_path), "-n", "1", "-t", str(cpus))
     assert fits.returncode == 0 and "threads on the" not in fits.stderr, fits.stderr
+
+
+def test_a_configured_strategy_that_is_none_names_where_it_was_set(tmp_path, smol_path):
+    """`strategy = "adadek"` in the config said only "unknown strategy 'adadek'" to a user who
+    had given no --strategy; generate, complete and the evals now say where it was set."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('strategy = "adadek"\n')
+    src = tmp_path / "m.py"
+    src.write_text("x = \n")
+    for args in (
+        ("generate", "x", "-n", "1"),
+        ("complete", str(src), "-l", "1", "-c", "5", "-n", "1"),
+        ("eval", "humaneval", "--limit", "1", "-n", "1", "--output", str(tmp_path / "he.jsonl")),
+        ("eval", "infill", "--limit", "1", "-n", "1"),
+    ):
+        res = run_cli(*args, "-m", str(smol_path), env={"ASSISTANT_CONFIG": str(cfg)})
+        assert res.returncode == 2 and f"config file {cfg}: unknown strategy 'adadek'" in res.stderr, (args, res.stderr)
+    assert not (tmp_path / "he.jsonl").exists()
+    env = {"ASSISTANT_CONFIG": str(cfg)}
+    flagged = run_cli("generate", "x", "-n", "1", "-s", "greedy", "-m", str(smol_path), env=env)
+    assert flagged.returncode == 0, flagged.stderr  # --strategy over the config: its name is not looked at

@@ -54,3 +54,24 @@ def test_sizes_llama_cpp_would_misread_are_refused(isolated_env, monkeypatch):
         load_settings()
     monkeypatch.setenv("ASSISTANT_N_CTX", "512")
     assert load_settings({"threads": 1}).n_ctx == 512 and load_settings().threads is None
+
+
+def test_a_bad_sampling_setting_names_where_it_was_set(isolated_env, monkeypatch):
+    """`top_p = 7` in the config or `ASSISTANT_TEMPERATURE=-1` was refused only when a request
+    was checked, as `top_p must be in (0, 1]`: nothing said it came from the config."""
+    cfg = isolated_env / "config.toml"
+    cfg.write_text("top_p = 7\n")
+    with pytest.raises(UserError, match=r"config file .*config\.toml: top_p must be in \(0, 1\], got 7"):
+        load_settings()
+    cfg.write_text("min_p = 0.1\ntop_k = 0\n")  # within their ranges (top_k 0 keeps all)
+    assert (load_settings().min_p, load_settings().top_k) == (0.1, 0)
+    for name, value, message in (
+        ("TEMPERATURE", "-1", "temperature must be a finite number >= 0"),
+        ("MIN_P", "nan", "min_p must be in"),
+        ("SEED", "-1", "seed must be at least 0"),
+        ("MAX_TOKENS", "-3", "max_tokens must be at least 0"),
+    ):
+        with monkeypatch.context() as env:
+            env.setenv(f"ASSISTANT_{name}", value)
+            with pytest.raises(UserError, match=f"environment ASSISTANT_{name}: {message}"):
+                load_settings()

@@ -23,6 +23,7 @@ from .options import (
     ThreadsOpt,
     parse_options,
     sampling_for,
+    strategy_name,
 )
 from .output import echo_notes, emit_json, note_unused_temperature, rate
 from .progress import progress_bar, say_where_work_is_saved
@@ -49,7 +50,7 @@ def eval_humaneval(
     settings, service = completion_service(
         model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, quiet=as_json
     )
-    name = strategy or settings.strategy
+    name = strategy_name(settings, strategy)
     note_unused_temperature(service, name, temperature)
     with say_where_work_is_saved(), progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:
         summary = run_humaneval(  # checks the settings before it shows the bar
@@ -135,8 +136,8 @@ def eval_infill(
     settings, service = completion_service(
         model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, quiet=as_json
     )
-    name = strategy or settings.strategy
-    service.registry.strategy(name)
+    name = strategy_name(settings, strategy)
+    service.registry.strategy(name)  # a --strategy that is none
     note_unused_temperature(service, name, temperature)
     chosen = (load_cases(cases) if cases else humaneval_cases(kind))[: limit or None]
     with progress_bar(f"infill [{name}]", enabled=not as_json) as advance:

@@ -131,13 +131,27 @@ def request_for(settings: Settings, *, strategy, options, max_tokens, temperatur
 
     kw.setdefault("workspace", str(Path.cwd()))
     return Request(
-        strategy=strategy or settings.strategy,
+        strategy=strategy_name(settings, strategy),
         options=parse_options(options),
         max_tokens=max_tokens if max_tokens is not None else settings.max_tokens,
         stop=_stop_strings(stop),
         sampling=sampling_for(settings, temperature, seed),
         **kw,
     )
+
+
+def strategy_name(settings: Settings, flag: str | None) -> str:
+    """--strategy, else the configured one, which must be a strategy there is: `strategy =
+    "adadek"` in the config said only "unknown strategy 'adadek'" to a user who gave none."""
+    if flag is not None or "strategy" not in settings.sources:
+        return flag or settings.strategy
+    from ..registry import get_registry
+
+    try:
+        get_registry().strategy(settings.strategy)
+    except UserError as exc:
+        raise UserError(f"{settings.sources['strategy']}: {exc}") from None
+    return settings.strategy
 
 
 def _stop_strings(stop: list[str] | None) -> list[str]:
