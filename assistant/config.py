@@ -159,7 +159,8 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
 def _check_sampling(values: dict[str, Any], sources: dict[str, str]) -> None:
     """Sampling settings from the config or the environment, checked where they are read: the
     request's own check said `top_p must be in (0, 1], got 7.0` and not where that 7 was set."""
-    from .decoding.request import check_sampling  # the one set of rules (loads the engine: the CLI has)
+    from . import engine  # noqa: F401  llama.cpp before numpy, which decoding loads (engine/__init__.py)
+    from .decoding.request import check_sampling  # the one set of rules
 
     names = ("temperature", "top_k", "top_p", "min_p")
     for name in names:
