@@ -143,6 +143,19 @@ def test_complete_in_an_empty_file_writes_the_files_language(tmp_path):
     assert res.returncode == 0 and obj["text"].startswith("//") and "<" not in obj["text"], obj
 
 
+def test_complete_takes_llama_vims_time_limit(tmp_path):
+    """llama.vim bounds a suggestion's time with t_max_predict_ms (1000): past it, once a line
+    has ended, generation stops. `complete` had no way to say it."""
+    src = tmp_path / "m.py"
+    src.write_text("def main():\n    \n")
+    args = ["complete", str(src), "-l", "2", "-c", "5", "-n", "80", "--n-indent", "0"]
+    free = json.loads(run_cli(*args, "--json").stdout)
+    timed = json.loads(run_cli(*args, "--t-max-predict-ms", "1", "--json").stdout)
+    assert free["finish_reason"] == "length" and free["text"].count("\n") > 3, free
+    assert timed["finish_reason"] == "time_limit" and timed["text"].count("\n") <= 2, timed
+    assert free["text"].startswith(timed["text"])
+
+
 def test_complete_reads_an_unsaved_buffer_from_stdin(tmp_path, smol_path):
     """An editor's buffer is often unsaved: `complete -` reads it from stdin (as `black -`,
     `ruff --stdin-filename`), and `--stdin-filename` gives its language and project; it was

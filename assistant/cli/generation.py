@@ -80,6 +80,15 @@ def complete(
             "as llama.vim sends; 0: no limit).",
         ),
     ] = None,
+    t_max_predict_ms: Annotated[
+        int,
+        typer.Option(
+            "--t-max-predict-ms",
+            min=0,
+            help="Stop once this many ms have passed since the first token and a line has ended "
+            "(llama.vim sends 1000; 0: no limit).",
+        ),
+    ] = 0,
     n_prefix: Annotated[
         int,
         typer.Option("--n-prefix", help="Lines above the cursor's line the model sees (llama.vim's default; 0: all)."),
@@ -132,6 +141,7 @@ def complete(
         prompt=prefix,
         suffix=suffix,
         n_indent=n_indent,
+        t_max_predict_ms=t_max_predict_ms,
         n_prefix=n_prefix,
         n_suffix=n_suffix,
         syntax_valid=syntax_valid,
