@@ -84,7 +84,6 @@ def complete(
         int,
         typer.Option(
             "--t-max-predict-ms",
-            min=0,
             help="Stop once this many ms have passed since the first token and a line has ended "
             "(llama.vim sends 1000; 0: no limit).",
         ),

@@ -8,14 +8,12 @@ put in every prompt; here it goes only where the prefix holds no code to say the
 
 from __future__ import annotations
 
+_SLASHES = ("javascript", "typescript", "tsx", "rust", "go", "c", "cpp", "java", "csharp", "kotlin", "php")
+
 # each language's comment, around the file name
 _COMMENTS = {
     **dict.fromkeys(("python", "ruby", "bash", "toml", "yaml"), ("# ", "")),
-    **dict.fromkeys(
-        ("javascript", "typescript", "tsx", "rust", "go", "c", "cpp", "java", "csharp", "kotlin", "php", "swift"),
-        ("// ", ""),
-    ),
-    "scala": ("// ", ""),
+    **dict.fromkeys((*_SLASHES, "swift", "scala"), ("// ", "")),
     **dict.fromkeys(("sql", "lua"), ("-- ", "")),
     "html": ("<!-- ", " -->"),
     "css": ("/* ", " */"),
