@@ -37,6 +37,7 @@ class Registry:
         self.failures: dict[str, str] = {}  # plugins skipped, whole or a hook of theirs, and why
         self.clashes: dict[str, str] = {}  # registrations ignored: another plugin has the name
         self._cache: dict[str, list[tuple[str, tuple, dict]]] = {}
+        self.only = sorted(only) if only is not None else None
         self._load(set(only) if only is not None else None)
 
     def _load(self, only: set[str] | None) -> None:
@@ -128,8 +129,11 @@ class Registry:
     def strategy(self, name: str) -> type:
         strategies = self.strategies()
         if name not in strategies:
-            known = ", ".join(strategies) or "none (is the package installed?)"
-            raise PluginError(f"unknown strategy {name!r}; available: {known}")
+            if self.only is not None:  # the user's own limit, which they may have forgotten
+                why = f"; {ONLY_ENV}={','.join(self.only)} limits the plugins that load"
+            else:
+                why = "" if strategies else " (is the package installed?)"
+            raise PluginError(f"unknown strategy {name!r}; available: {', '.join(strategies) or 'none'}{why}")
         return strategies[name]
 
     def commands(self) -> list[tuple[Callable, str | None]]:

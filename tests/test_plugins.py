@@ -101,6 +101,11 @@ def test_plugin_filter_env(plugin_site):
     typo = run_cli("strategies", "--json", env={**env, "ASSISTANT_PLUGINS": "greedy,greedyy"})
     assert [s["name"] for s in json.loads(typo.stdout)] == ["greedy"]  # a name no plugin has is said, not lost
     assert "plugin 'greedyy' skipped: ASSISTANT_PLUGINS names it, but no installed plugin" in typo.stderr
+    # a strategy the limit left out: the error says the user's own limit did it (set in a shell
+    # long ago, it read as if adadec were not installed)
+    left_out = run_cli("generate", "x", "-s", "adadec", "-n", "1", env=env)
+    assert left_out.returncode == 2, left_out.stderr
+    assert "unknown strategy 'adadec'; available: greedy; ASSISTANT_PLUGINS=greedy limits" in left_out.stderr
 
 
 CLASH_SRC = '''
