@@ -700,9 +700,18 @@ def test_every_strategy_ends_cleanly_when_its_decode_is_aborted(service, strateg
     assert after.finish_reason != "cancelled"
 
 
-def test_contrastive_and_top_h(service):
+def test_contrastive_and_top_h(service, gemma_service):
     c, _ = run(service, Request(prompt="import os\n", max_tokens=8, strategy="contrastive"))
     assert len(c.tokens) == 8 or c.finish_reason == "stop"
+    # the degeneration penalty at work: greedy writes one line five times, contrastive search
+    # (its code settings) five different lines; with no penalty it picks by probability alone
+    lines = {}
+    for name, options in (("greedy", {}), ("contrastive", {}), ("contrastive", {"alpha": "0"})):
+        req = Request(prompt="def add(a, b):", max_tokens=40, strategy=name, options=options)
+        lines[name, bool(options)] = [line for line in run(gemma_service, req)[0].text.split("\n") if line.strip()]
+    assert len(set(lines["greedy", False])) == 1 < len(lines["greedy", False]), lines
+    assert len(set(lines["contrastive", False])) == len(lines["contrastive", False]) > 3, lines
+    assert lines["contrastive", True] != lines["contrastive", False], lines
     a = run(service, Request(prompt="import", max_tokens=8, strategy="top-h", sampling=Sampling(seed=4)))[0]
     b = run(service, Request(prompt="import", max_tokens=8, strategy="top-h", sampling=Sampling(seed=4)))[0]
     assert a.tokens == b.tokens
