@@ -243,8 +243,11 @@ def test_shipped_grammars_are_usable_by_name(tmp_path):
     assert read_source("json-schema", "tool_call") == grammars.path("tool_call.schema.json").read_text()
     with pytest.raises(ConstraintError, match="shipped, usable by name: json.lark, python_line.lark"):
         read_source("lark", "nope")
-    with pytest.raises(ConstraintError, match="not found"):
-        read_source("lark", "tool_call")  # a schema is no grammar
+    # a shipped file of the other kind: the flag it goes to (it was 'not found')
+    with pytest.raises(ConstraintError, match="tool_call is a shipped JSON schema: give it to --json-schema"):
+        read_source("lark", "tool_call")
+    with pytest.raises(ConstraintError, match="sql_select is a shipped grammar: give it to --grammar"):
+        read_source("json-schema", "sql_select")
     own = tmp_path / "json"
     own.write_text('start: "mine"\n')
     assert read_source("lark", own) == 'start: "mine"\n'

@@ -173,6 +173,10 @@ def read_source(kind: str, path: str | Path) -> str:
         return p.read_text(encoding="utf-8-sig")  # a BOM (Windows editors) is no grammar
     except FileNotFoundError:
         names = ", ".join(_shipped_names(kind))
+        other = "json-schema" if kind == "lark" else "lark"
+        if shipped(other, str(path)):  # `--grammar tool_call`: a shipped file of the other kind
+            flag = "--json-schema" if other == "json-schema" else "--grammar"
+            raise ConstraintError(f"{path} is a shipped {_WHAT[other]}: give it to {flag}") from None
         raise ConstraintError(f"{_WHAT[kind]} file not found: {p} (shipped, usable by name: {names})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConstraintError(f"cannot read {_WHAT[kind]} file {p}: {reason(exc)}") from None
