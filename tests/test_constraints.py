@@ -47,6 +47,10 @@ def test_shipped_grammars_compile_and_constrain(service):
     req = Request(prompt="-- names of all users\n", max_tokens=24)
     done = [e for e in service.generate(req, constraint=sql) if isinstance(e, Done)][0]
     assert done.text.upper().startswith("SELECT"), done.text
+    # json: an object, as llama.cpp's json.gbnf gives (any value let the model write a number)
+    as_json = build("lark", grammars.path("json.lark").read_text(), model)
+    done = service.run(Request(prompt="A user record as JSON: ", max_tokens=48), constraint=as_json)
+    assert done.finish_reason == "stop" and isinstance(json.loads(done.text), dict), done.text
 
 
 def _syntax_error(language: str, text: str) -> bool:
