@@ -231,7 +231,7 @@ def test_prices_compared_together_are_timed_in_the_same_rounds(smol, tmp_path, m
     """A price is kept a week, so sizes a strategy compares (speculative's draft sizes,
     adadec's 1 and k rows, a size and its padded size) are timed round-robin, best of
     PRICE_REPEATS each: a burst of load on the host then hits all of them alike."""
-    from assistant.engine.context import PRICE_PROGRESS, PRICE_REPEATS
+    from assistant.engine.row_prices import PRICE_PROGRESS, PRICE_REPEATS
 
     ctx = Context(smol, n_ctx=256, n_seq_max=1, n_batch=64, threads=1, prices=PriceBook(tmp_path / "p.json"))
     real, timed = Context._time_rows, []
