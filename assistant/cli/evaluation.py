@@ -111,7 +111,9 @@ def eval_compare(
 
 @eval_app.command("infill")
 def eval_infill(
-    cases: Annotated[Path | None, typer.Option("--cases", help="JSONL of {prefix, suffix, middle, test?}.")] = None,
+    cases: Annotated[
+        Path | None, typer.Option("--cases", help="JSONL of {prefix, suffix, middle, test?, language?, id?}.")
+    ] = None,
     kind: Annotated[str, typer.Option("--kind", help="Default cases: single, multi or both.")] = "single",
     strategy: StrategyOpt = None,
     option: OptionOpt = None,
