@@ -226,6 +226,8 @@ def test_a_column_counts_what_the_editor_counts(tmp_path, smol_path):
     assert split_at_cursor(text, 1, 13, "f") == at_quote  # characters
     assert split_at_cursor(text, 1, 17, "f", "bytes") == at_quote  # é is 2 bytes, the emoji 4
     assert split_at_cursor(text, 1, 14, "f", "utf-16") == at_quote  # the emoji is 2 code units
+    # LSP's positionEncoding names, as a client negotiated them
+    assert split_at_cursor(text, 1, 17, "f", "utf-8") == split_at_cursor(text, 1, 13, "f", "utf-32") == at_quote
     src = tmp_path / "u.py"
     src.write_text(text)
     args = ["complete", str(src), "-l", "1", "-m", str(smol_path), "-n", "2"]
@@ -234,7 +236,7 @@ def test_a_column_counts_what_the_editor_counts(tmp_path, smol_path):
     past = run_cli(*args, "-c", "21", "--column-unit", "utf-16")
     assert past.returncode == 2 and "outside line 1 (1..20 in utf-16)" in past.stderr, past.stderr
     bad = run_cli(*args, "-c", "1", "--column-unit", "columns")
-    assert bad.returncode == 2 and "--column-unit must be one of chars, bytes, utf-16" in bad.stderr
+    assert bad.returncode == 2 and "--column-unit must be one of chars, bytes, utf-16, utf-8, utf-32" in bad.stderr
 
 
 def test_a_byte_order_mark_is_no_text(tmp_path):

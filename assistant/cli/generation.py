@@ -66,7 +66,8 @@ def complete(
         str,
         typer.Option(
             "--column-unit",
-            help="What --column counts: chars (Emacs, Helix), bytes of UTF-8 (Vim's col()), utf-16 (VS Code, LSP).",
+            help="What --column counts: chars (Emacs, Helix), bytes of UTF-8 (Vim's col()), utf-16 (VS Code, LSP); "
+            "LSP's names utf-8 and utf-32 also work.",
         ),
     ] = "chars",
     strategy: StrategyOpt = None,

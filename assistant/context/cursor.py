@@ -24,8 +24,15 @@ def read_source(path: Path) -> str:
 
 
 # what a column counts, by how editors count it: Emacs and Helix characters, Vim and Sublime
-# UTF-8 bytes, VS Code and LSP UTF-16 code units
-COLUMN_UNITS = {"chars": None, "bytes": ("utf-8", 1), "utf-16": ("utf-16-le", 2)}
+# UTF-8 bytes, VS Code and LSP UTF-16 code units (LSP's positionEncoding names work too:
+# utf-8, utf-16, utf-32)
+COLUMN_UNITS = {
+    "chars": None,
+    "bytes": ("utf-8", 1),
+    "utf-16": ("utf-16-le", 2),
+    "utf-8": ("utf-8", 1),
+    "utf-32": None,
+}
 
 
 def split_at_cursor(raw: str, line: int, column: int, where: str, unit: str = "chars") -> tuple[str, str, str]:
