@@ -922,6 +922,9 @@ def test_eval_humaneval_is_resumable(tmp_path, smol_path):
     other_model.write_text("".join(json.dumps({**r, "run": "0" * 12 + r["run"][12:]}) + "\n" for r in lines))
     res = run_cli("eval", "compare", str(out), str(other_model))
     assert res.returncode == 0 and "note: A and B ran different model files (sha256 " in res.stderr, res.stderr
+    for path, said in ((tmp_path, "is a folder"), (tmp_path / "none.jsonl", "no file")):  # it said "no results file at"
+        res = run_cli("eval", "compare", str(out), str(path))
+        assert res.returncode == 2 and said in res.stderr, res.stderr
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text(out.read_text() + ada.read_text())
     res = run_cli("eval", "compare", str(mixed), str(out))

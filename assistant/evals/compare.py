@@ -49,8 +49,10 @@ def compare_results(a: Path, b: Path) -> dict:
     """Pair two results files on the problems both hold; see the module docstring."""
     runs = []
     for path in (Path(a), Path(b)):
-        if kind_of(path, "results file") != "file":
-            raise UserError(f"no results file at {path}")
+        kind = kind_of(path, "results file")
+        if kind != "file":
+            what = {"folder": f"{path} is a folder", "other": f"{path} is not a regular file"}
+            raise UserError(f"{what.get(kind or '', f'no file {path}')}: compare two results files of `eval humaneval`")
         records = read_results(path)
         if not records:
             raise UserError(f"{path} holds no results")
