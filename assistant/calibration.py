@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,9 +67,27 @@ def file_sha256(path: Path) -> str:
             h.update(block)
     digest = h.hexdigest()
     if cache_file:
+
+        def add(cache: dict) -> None:
+            for old in [k for k in cache if not _still_there(k)]:  # files gone or changed since
+                del cache[old]
+            cache[key] = digest
+
         with contextlib.suppress(OSError):  # a cache: computed again next time
-            update_json_object(cache_file, lambda cache: cache.__setitem__(key, digest))
+            update_json_object(cache_file, add)
     return digest
+
+
+def _still_there(key: str) -> bool:
+    """Whether the file a hash cache key names (path:size:mtime) is still that file: entries
+    for deleted or rewritten files (a model moved, a test's temporary file) piled up for good."""
+    path, _, stamp = key.rpartition(":")
+    path, _, size = path.rpartition(":")
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return f"{st.st_size}:{st.st_mtime_ns}" == f"{size}:{stamp}"
 
 
 def load_calibration(model_path: Path) -> dict | None:

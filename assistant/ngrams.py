@@ -12,6 +12,7 @@ user's project); fallback: the Python standard library on this machine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import subprocess
@@ -55,6 +56,9 @@ CODE_SUFFIXES = {
     ".toml",
 }
 MAX_CHARS = 6_000_000  # about 1.5-2M tokens: a store of that size builds in under a minute
+# the most the cached stores may take together: a few projects for a few models (a stdlib-sized
+# store of Gemma's is 66 MB); the least recently used go first
+CACHE_BYTES = 512 << 20
 MAX_CONTEXT = 5
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 _SEP = -1
@@ -314,9 +318,13 @@ def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
     path = folder / f"{key}.npz"
     if _is_regular(path):
         try:
-            return NgramStore.load(path)
+            store = NgramStore.load(path)
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
             pass  # unreadable (a disk error, an older writer's half file): build it again
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(path)  # its time says when it was last used (see `_evict`)
+            return store
     chunks: list[np.ndarray] = []
     chars = 0
     label = f"n-gram corpus: {describe_corpus(files)}"
@@ -345,4 +353,23 @@ def _load_or_build(model, files: list[Path], key: str, progress) -> NgramStore:
     for old in folder.glob(f"{stale_prefix}*.npz"):
         if old != path:
             old.unlink(missing_ok=True)
+    _evict(folder, keep=path)
     return store
+
+
+def _evict(folder: Path, keep: Path) -> None:
+    """Remove the least recently used stores while they take more than CACHE_BYTES together
+    (never `keep`, the one just built): a store is kept per model and corpus folder, and every
+    project, model and test corpus added one for good (367 MB here after a month of tests)."""
+    entries = []
+    for store in folder.glob("*.npz"):
+        with contextlib.suppress(OSError):
+            st = store.stat()
+            entries.append((st.st_mtime, st.st_size, store))
+    total = sum(size for _, size, _ in entries)
+    for _, size, store in sorted(entries, key=lambda e: e[0]):
+        if total <= CACHE_BYTES:
+            break
+        if store != keep:
+            store.unlink(missing_ok=True)
+            total -= size

@@ -606,6 +606,56 @@ def test_ngram_store_rebuilt_after_an_edit_replaces_the_old_one(smol, tmp_path, 
     assert len(list((tmp_path / "cache" / "ngrams").glob("*.npz"))) == 1
 
 
+def test_the_ngram_cache_keeps_the_stores_used_last_within_its_bound(smol, tmp_path, monkeypatch):
+    """A store is kept per model and corpus, and none was ever removed but an older version of
+    the same corpus's: every project, model and test corpus added one (367 MB here after a
+    month of test runs, stores of up to 66 MB). Past the bound the least recently used go."""
+    import os
+
+    import assistant.ngrams
+    from assistant.ngrams import get_store
+
+    monkeypatch.setenv("ASSISTANT_CACHE_DIR", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "ngrams"
+    folder.mkdir(parents=True)
+    corpora = []
+    for name in ("used", "old", "new"):
+        corpus = tmp_path / name
+        corpus.mkdir()
+        (corpus / "a.py").write_text(f"def {name}(a, b):\n    return a + b\n")
+        corpora.append(str(corpus))
+    get_store(smol, corpora[0])
+    get_store(smol, corpora[1])
+    used, old = sorted(folder.glob("*.npz"), key=lambda p: p.stat().st_mtime)
+    for i, store in enumerate((used, old)):  # both a day old, `used` the older
+        os.utime(store, (store.stat().st_atime, store.stat().st_mtime - 86400 + i))
+    monkeypatch.setattr(assistant.ngrams, "_loaded", {})
+    get_store(smol, corpora[0])  # loaded again: now the most recently used of the two
+    monkeypatch.setattr(assistant.ngrams, "CACHE_BYTES", used.stat().st_size * 2 + 1)
+    get_store(smol, corpora[2])  # a third store: one must go, and it is `old`
+    assert used.exists() and not old.exists() and len(list(folder.glob("*.npz"))) == 2
+
+
+def test_the_hash_cache_forgets_files_gone_or_changed(tmp_path, isolated_env):
+    """The GGUF hash cache (also code files' hashes) kept an entry for every file ever hashed:
+    151 here, 149 of them test files long deleted."""
+    import json
+
+    from assistant.calibration import HASHES, file_sha256
+    from assistant.config import data_dir
+
+    a, b, c = (tmp_path / f"{n}.bin" for n in "abc")
+    for path in (a, b, c):
+        path.write_bytes(path.name.encode())
+    for path in (a, b):
+        file_sha256(path)
+    a.unlink()
+    b.write_bytes(b"changed")
+    file_sha256(c)
+    keys = json.loads((data_dir() / HASHES).read_text())
+    assert [k.rsplit(":", 2)[0] for k in keys] == [str(c.resolve())], keys
+
+
 def test_cancel_while_the_ngram_store_builds_stops_it(service, tmp_path, monkeypatch):
     """Ctrl-C while a large corpus was read let the build run to its end (a minute on a big
     corpus) before the run saw it; now the build stops at the next file and nothing is stored."""
