@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -43,6 +44,33 @@ def test_a_model_whose_file_name_is_not_utf8_loads(smol_path, tmp_path):
     assert model.n_vocab == 49152
     with pytest.raises(UserError, match="its name is not UTF-8"):
         baselines.stock_greedy(model, model.tokenize("x"), 2, threads=1, n_ctx=256)
+
+
+def test_a_split_model_loads_from_its_first_part_and_says_what_is_wrong_with_the_rest(tmp_path):
+    """Large models come in parts (gguf-split: NAME-00001-of-00003.gguf); llama.cpp loads them
+    from the first. Given another part, or with a part missing, it said only that it could not
+    load the file (unsupported architecture, or corrupt); `models` gave the first part's size."""
+    from tiny_gguf import write_tiny_gguf
+
+    from assistant.engine import read_info
+    from assistant.errors import ModelError
+
+    first = write_tiny_gguf(tmp_path / "tiny.gguf", split=4)
+    parts = sorted(tmp_path.glob("tiny-*-of-*.gguf"))
+    assert first == parts[0] and len(parts) == 3 and first.name == "tiny-00001-of-00003.gguf"  # 13 tensors
+    model = Model(first)  # llama.cpp finds the other parts: a tensor missing would fail the load
+    assert model.detokenize(model.tokenize("def x")).strip() == "def x"
+    info = read_info(first)
+    assert info.parts == 3 and info.size_bytes == sum(p.stat().st_size for p in parts)
+    from conftest import run_cli
+
+    listed = json.loads(run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": str(tmp_path)}).stdout)[2:]
+    assert [(r["path"], r["parts"]) for r in listed] == [(str(first), 3)], listed  # one model, not three rows
+    with pytest.raises(ModelError, match="part 2 of 3 of a split model: give its first part, .*tiny-00001-of-00003"):
+        Model(parts[1])
+    parts[2].unlink()
+    with pytest.raises(ModelError, match="the first of 3 parts of a split model, and tiny-00003-of-00003.gguf is miss"):
+        Model(first)
 
 
 def test_greedy_is_deterministic_and_matches_bare_loop(smol, smol_ctx):

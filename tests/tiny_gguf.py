@@ -21,8 +21,10 @@ FAMILIES = {
 }
 
 
-def write_tiny_gguf(path: Path, family: str = "none", *, seed: int = 0, nan: bool = False) -> Path:
-    """`nan`: NaN token embeddings, so every logit is NaN (a broken model file)."""
+def write_tiny_gguf(path: Path, family: str = "none", *, seed: int = 0, nan: bool = False, split: int = 0) -> Path:
+    """`nan`: NaN token embeddings, so every logit is NaN (a broken model file). `split`: at
+    most that many tensors a file, named as gguf-split names a model's parts (the first part's
+    path is returned)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -37,7 +39,7 @@ def write_tiny_gguf(path: Path, family: str = "none", *, seed: int = 0, nan: boo
     scores = [0.0] * 259 + [-float(i) for i in range(len(tokens) - 259)]
     n_vocab, n_embd, n_ff, n_head = len(tokens), 32, 64, 2
 
-    w = gguf.GGUFWriter(str(path), "llama")
+    w = gguf.GGUFWriter(str(path), "llama", split_max_tensors=split)
     w.add_name(f"tiny-{family}")
     w.add_context_length(256)
     w.add_embedding_length(n_embd)
@@ -74,4 +76,6 @@ def write_tiny_gguf(path: Path, family: str = "none", *, seed: int = 0, nan: boo
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+    if split:
+        return next(iter(sorted(Path(path).parent.glob(f"{Path(path).stem}-00001-of-*.gguf"))))
     return path

@@ -40,7 +40,7 @@ def models(
     as_json: JsonOpt = False,
 ):
     """Show the default models and the GGUF files in the configured model folders."""
-    from ..engine import read_info
+    from ..engine import later_part, read_info
 
     settings = settings_for(bundled.COMPLETION, None)
     rows = []
@@ -61,7 +61,7 @@ def models(
         if kind != "folder":
             rows.append({"role": "", "path": str(folder), "error": why})
             continue
-        candidates.extend(sorted(folder.rglob("*.gguf")))
+        candidates.extend(p for p in sorted(folder.rglob("*.gguf")) if not later_part(p))  # a split model once
     for path in candidates:
         if str(path) in seen:
             continue
@@ -87,6 +87,7 @@ def models(
             table.add_row(r["role"], f"[red]unusable[/red]: {escape(r['error'])}")
             continue
         fim = "yes" if r["fim"] else "no"
-        facts = f"{r['architecture']}, {r['size_bytes'] / 1e6:,.0f} MB, vocab {r['vocab_size']:,}, FIM {fim}"
+        parts = f" in {r['parts']} parts" if r.get("parts", 1) > 1 else ""
+        facts = f"{r['architecture']}, {r['size_bytes'] / 1e6:,.0f} MB{parts}, vocab {r['vocab_size']:,}, FIM {fim}"
         table.add_row(r["role"], f"[bold]{escape(r['name'])}[/bold] ({escape(facts)})\n{escape(r['path'])}")
     Console().print(table)

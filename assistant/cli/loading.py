@@ -59,13 +59,13 @@ def _warn_too_many_threads(threads: int | None) -> None:
 def _warn_model_beyond_memory(path: str | None) -> None:
     """A GGUF larger than this machine's memory loads (llama.cpp maps it) and then reads the
     disk for every token: minutes a token, with no word why."""
-    from ..engine import physical_memory
+    from ..engine import model_files, physical_memory
 
     memory = physical_memory()
     if not path or not memory:
         return
     try:
-        size = Path(path).expanduser().stat().st_size
+        size = sum(f.stat().st_size for f in model_files(path))  # a split model's parts too
     except OSError:  # a missing file is said when it loads
         return
     if size > 0.9 * memory:

@@ -7,7 +7,7 @@ from . import _llama  # noqa: F401  (isort keeps it first)
 from ._llama import build_info, gpu_offload_supported
 from .context import Context, Sequence, common_prefix, default_threads, physical_memory, usable_cpus
 from .counters import Counters
-from .gguf_file import GGUFInfo, check_gguf_path, read_info
+from .gguf_file import GGUFInfo, check_gguf_path, later_part, model_files, read_info
 from .model import FimTokens, Model
 from .prices import PriceBook
 
@@ -24,6 +24,8 @@ __all__ = [
     "common_prefix",
     "default_threads",
     "gpu_offload_supported",
+    "later_part",
+    "model_files",
     "physical_memory",
     "read_info",
     "usable_cpus",

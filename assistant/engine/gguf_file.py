@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,6 +26,44 @@ FIM_TEXTS = {
 }
 # GGUF value types -> struct format (8: string, 9: array)
 _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+# llama.cpp's name for the parts of a split model (gguf-split): NAME-00001-of-00003.gguf; it
+# is given the first and finds the others by this name
+_SPLIT = re.compile(r"(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf", re.IGNORECASE)
+
+
+def model_files(path: str | os.PathLike) -> list[Path]:
+    """The files a model is in: its parts when `path` is the first part of a split model (by
+    llama.cpp's naming), else the one file."""
+    p = Path(path).expanduser()
+    m = _SPLIT.fullmatch(p.name)
+    if m is None or int(m["no"]) != 1:
+        return [p]
+    count = int(m["count"])
+    return [p.with_name(f"{m['stem']}-{i:05d}-of-{m['count']}.gguf") for i in range(1, count + 1)]
+
+
+def later_part(path: str | os.PathLike) -> bool:
+    """Whether `path` is a split model's part after the first (its model is named by the first)."""
+    m = _SPLIT.fullmatch(Path(path).name)
+    return m is not None and int(m["no"]) != 1
+
+
+def _check_split(p: Path) -> None:
+    """A part of a split model must be the first, and the others must be beside it: llama.cpp
+    said only that it could not load the file (unsupported architecture, or corrupt)."""
+    m = _SPLIT.fullmatch(p.name)
+    if m is None:
+        return
+    no, count = int(m["no"]), int(m["count"])
+    if no != 1:
+        first = p.with_name(f"{m['stem']}-00001-of-{m['count']}.gguf")
+        raise ModelError(f"{p} is part {no} of {count} of a split model: give its first part, {first}")
+    missing = [f.name for f in model_files(p)[1:] if kind_of(f, "model file") != "file"]
+    if missing:
+        what = f"{missing[0]} and {len(missing) - 1} more are" if len(missing) > 1 else f"{missing[0]} is"
+        raise ModelError(f"{p} is the first of {count} parts of a split model, and {what} missing beside it")
 
 
 def check_gguf_path(path: str | os.PathLike) -> Path:
@@ -51,6 +90,7 @@ def check_gguf_path(path: str | os.PathLike) -> Path:
         raise ModelError(f"not a GGUF file (empty): {p}")
     if magic != GGUF_MAGIC:
         raise ModelError(f"not a GGUF file (bad magic {magic!r}): {p}")
+    _check_split(p)
     return p
 
 
@@ -157,12 +197,13 @@ def _parse(buf: memoryview) -> GGUFHeader:
 @dataclass
 class GGUFInfo:
     path: str
-    size_bytes: int
+    size_bytes: int  # all its parts, for a split model
     architecture: str
     name: str
     vocab_size: int
     context_length: int | None
     fim: bool
+    parts: int = 1  # files of a split model
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,12 +214,14 @@ def read_info(path: str | os.PathLike) -> GGUFInfo:
     p = check_gguf_path(path)
     h = read_header(p)
     arch = h.metadata.get("general.architecture", "unknown")
+    files = model_files(p)
     return GGUFInfo(
         path=str(p),
-        size_bytes=p.stat().st_size,
+        size_bytes=sum(f.stat().st_size for f in files),
         architecture=arch,
         name=h.metadata.get("general.name") or p.stem,
         vocab_size=h.n_tokens,
         context_length=h.metadata.get(f"{arch}.context_length"),
         fim=h.fim_tokens,
+        parts=len(files),
     )
