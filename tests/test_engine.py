@@ -50,21 +50,25 @@ def test_a_split_model_loads_from_its_first_part_and_says_what_is_wrong_with_the
     """Large models come in parts (gguf-split: NAME-00001-of-00003.gguf); llama.cpp loads them
     from the first. Given another part, or with a part missing, it said only that it could not
     load the file (unsupported architecture, or corrupt); `models` gave the first part's size."""
+    from conftest import run_cli
     from tiny_gguf import write_tiny_gguf
 
     from assistant.engine import read_info
     from assistant.errors import ModelError
 
-    first = write_tiny_gguf(tmp_path / "tiny.gguf", split=4)
-    parts = sorted(tmp_path.glob("tiny-*-of-*.gguf"))
+    split, whole = tmp_path / "split", tmp_path / "whole"
+    split.mkdir()
+    whole.mkdir()
+    first = write_tiny_gguf(split / "tiny.gguf", split=4)
+    parts = sorted(split.glob("tiny-*-of-*.gguf"))
     assert first == parts[0] and len(parts) == 3 and first.name == "tiny-00001-of-00003.gguf"  # 13 tensors
     model = Model(first)  # llama.cpp finds the other parts: a tensor missing would fail the load
     assert model.detokenize(model.tokenize("def x")).strip() == "def x"
+    one_file = Model(write_tiny_gguf(whole / "tiny.gguf"))  # the same weights in one file
+    assert np.array_equal(model.token_embeddings([5, 40]), one_file.token_embeddings([5, 40]))  # superposed's
     info = read_info(first)
     assert info.parts == 3 and info.size_bytes == sum(p.stat().st_size for p in parts)
-    from conftest import run_cli
-
-    listed = json.loads(run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": str(tmp_path)}).stdout)[2:]
+    listed = json.loads(run_cli("models", "--json", env={"ASSISTANT_MODEL_DIRS": str(split)}).stdout)[2:]
     assert [(r["path"], r["parts"]) for r in listed] == [(str(first), 3)], listed  # one model, not three rows
     with pytest.raises(ModelError, match="part 2 of 3 of a split model: give its first part, .*tiny-00001-of-00003"):
         Model(parts[1])

@@ -11,15 +11,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ModelError
-from .gguf_file import read_header
+from .gguf_file import model_files, read_header
 
 
 class EmbeddingTable:
     def __init__(self, path: Path):
         from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-        info = read_header(path).tensors.get("token_embd.weight")
-        if info is None:
+        for part in model_files(path):  # a split model's table may be in any part
+            info = read_header(part).tensors.get("token_embd.weight")
+            if info is not None:
+                path = part
+                break
+        else:
             raise ModelError(f"{path} has no token_embd.weight tensor")
         self.width, self.n_rows = info.shape[0], info.shape[1]
         self.qtype = GGMLQuantizationType(info.ggml_type)
