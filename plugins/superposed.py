@@ -104,6 +104,42 @@ def _utf8_tail(pending: bytes, piece: bytes) -> bytes | None:
     return decoder.getstate()[0]
 
 
+# model file -> how closely its logits for a token's input embedding follow those for the token
+_INPUT_AGREEMENT: dict[str, float] = {}
+MIN_INPUT_AGREEMENT = 0.99  # correlation; Gemma without its input scale gives ~0.5
+
+
+def _check_embedding_input(run: Run, logits) -> np.ndarray:
+    """The prompt's logits (a copy: the check decodes), after checking once per model that an
+    input embedding gives the logits its token gives. Superposed decoding feeds embeddings, and
+    a graph that changes token inputs on their own path (Gemma scales them, handled in
+    `Model.token_embeddings`; other architectures may too) would make every draft nonsense
+    without a word. A note says so; the drafts are still made."""
+    logits = np.array(run.ops.to_numpy(logits), dtype=np.float32)
+    key = str(run.model.path)
+    if key not in _INPUT_AGREEMENT and run.context.free_sequences:
+        last = run.prompt_tokens[-1]
+        fork = run.seq.fork()
+        try:
+            fork.truncate(len(run.prompt_tokens) - 1)
+            rows = run.model.token_embeddings([last])
+            with run.context.uncounted():  # once per model and process: not this run's passes
+                by_input = np.array(run.context.decode_embeddings(fork, rows, token_ids=[last]), dtype=np.float64)
+            _INPUT_AGREEMENT[key] = float(np.corrcoef(logits.astype(np.float64), by_input)[0, 1])
+        except (Cancelled, ContextOverflow):
+            pass  # checked another time
+        finally:
+            fork.release()
+    agreement = _INPUT_AGREEMENT.get(key, 1.0)
+    if not agreement >= MIN_INPUT_AGREEMENT:
+        run.notes.append(
+            f"superposed: on {run.model.architecture} the logits of a token's input embedding differ from the "
+            f"token's own (correlation {agreement:.2f}): its graph treats token inputs in a way embedding input "
+            "skips, and the drafts may be nonsense"
+        )
+    return logits
+
+
 def _best_distinct(drafts: list, k: int) -> list:
     """The k most likely drafts with distinct texts: a draft that ends in the text of one
     already finished (reached in other tokens) took a finished slot and pushed a distinct one
@@ -142,6 +178,8 @@ class Superposed(Strategy):
             return
         run.extra_stats.update(ngram_corpus=store.corpus, ngram_tokens=store.n_tokens)
         logits = run.start()
+        if logits is not None:
+            logits = _check_embedding_input(run, logits)
         root = Draft([], 0.0, stops=run.stops.fork())
         if run.constraint is not None:
             root.constraint = run.constraint.fork()

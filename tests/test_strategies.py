@@ -462,6 +462,25 @@ def test_superposed_gives_distinct_drafts(service):
     assert 0.5 * st["decode_seconds"] <= span <= st["seconds"] - st["prompt_seconds"] + 1e-3, st
 
 
+def test_superposed_says_when_embedding_input_is_not_token_input(gemma_service, monkeypatch):
+    """Superposed feeds input embeddings; an architecture whose graph changes token inputs on
+    their own path (Gemma scales them by sqrt(n_embd), which `token_embeddings` copies) would
+    make every draft nonsense without a word. Checked once per model: as if llama.cpp scaled
+    a token input we did not know of (the scale left out), the run says so."""
+    import assistant.plugins.superposed as superposed
+
+    req = Request(prompt="def add(a, b):", max_tokens=4, strategy="superposed", options={"corpus": SMALL_CORPUS})
+    monkeypatch.setattr(superposed, "_INPUT_AGREEMENT", {})
+    done, _ = run(gemma_service, req)
+    assert not any("input embedding" in n for n in done.stats.get("notes", [])), done.stats
+    assert list(superposed._INPUT_AGREEMENT.values())[0] > 0.999
+    assert done.stats["forward_passes"] <= done.stats["superposed_steps"] + 1  # the check is no run's work
+    monkeypatch.setitem(gemma_service.model().__dict__, "input_scale", 1.0)
+    monkeypatch.setattr(superposed, "_INPUT_AGREEMENT", {})
+    done, _ = run(gemma_service, req)
+    assert any("input embedding differ from the token's own" in n for n in done.stats["notes"]), done.stats
+
+
 def test_superposed_drafts_stay_utf8(gemma_service):
     """The drafts share one distribution, where a byte-fallback token finishing one draft's
     character is likely; another draft took it after a whole character and spelled U+FFFD

@@ -11,6 +11,7 @@ whether it reproduces n single rows) is measured by its `RowPrices` part (row_pr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import time
@@ -290,6 +291,17 @@ class Context(RowPrices):
         """Also output final hidden states (contrastive search needs them)."""
         llama_cpp.llama_set_embeddings(self._ptr, bool(on))
         self.embeddings = bool(on)
+
+    @contextlib.contextmanager
+    def uncounted(self) -> Iterator[None]:
+        """Decodes in the block leave the counters as they were: a one-time check of the model
+        is no run's work (as the price timings are not), and the counters are what proves a
+        strategy's passes per step."""
+        saved = self.counters.copy()
+        try:
+            yield
+        finally:
+            self.counters.__dict__.update(saved.__dict__)
 
     # -- cancellation -----------------------------------------------------------------------
     def abort(self) -> None:
