@@ -106,7 +106,7 @@ def _utf8_tail(pending: bytes, piece: bytes) -> bytes | None:
 
 # model file -> how closely its logits for a token's input embedding follow those for the token
 _INPUT_AGREEMENT: dict[str, float] = {}
-MIN_INPUT_AGREEMENT = 0.99  # correlation; Gemma without its input scale gives ~0.5
+MIN_INPUT_AGREEMENT = 0.99  # correlation: 1.000 on both bundled models, 0.61 on Gemma without its scale
 
 
 def _check_embedding_input(run: Run, logits) -> np.ndarray:

@@ -41,7 +41,7 @@ def model_files(path: str | os.PathLike) -> list[Path]:
     if m is None or int(m["no"]) != 1:
         return [p]
     count = int(m["count"])
-    return [p.with_name(f"{m['stem']}-{i:05d}-of-{m['count']}.gguf") for i in range(1, count + 1)]
+    return [p.with_name(f"{m['stem']}-{i:05d}-of-{m['count']}{p.suffix}") for i in range(1, count + 1)]
 
 
 def later_part(path: str | os.PathLike) -> bool:
@@ -58,7 +58,7 @@ def _check_split(p: Path) -> None:
         return
     no, count = int(m["no"]), int(m["count"])
     if no != 1:
-        first = p.with_name(f"{m['stem']}-00001-of-{m['count']}.gguf")
+        first = p.with_name(f"{m['stem']}-00001-of-{m['count']}{p.suffix}")
         raise ModelError(f"{p} is part {no} of {count} of a split model: give its first part, {first}")
     missing = [f.name for f in model_files(p)[1:] if kind_of(f, "model file") != "file"]
     if missing:
