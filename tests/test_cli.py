@@ -566,3 +566,9 @@ def test_a_configured_strategy_that_is_none_names_where_it_was_set(tmp_path, smo
     env = {"ASSISTANT_CONFIG": str(cfg)}
     flagged = run_cli("generate", "x", "-n", "1", "-s", "greedy", "-m", str(smol_path), env=env)
     assert flagged.returncode == 0, flagged.stderr  # --strategy over the config: its name is not looked at
+    # a configured strategy that only infills: `generate` says the config chose it; `complete` runs it
+    cfg.write_text('strategy = "grammar-infill"\n')
+    plain = run_cli("generate", "x", "-n", "1", "-m", str(smol_path), env=env)
+    assert plain.returncode == 2 and f"config file {cfg}: strategy grammar-infill only infills" in plain.stderr
+    infill = run_cli("complete", str(src), "-l", "1", "-c", "5", "-n", "4", "-m", str(smol_path), "--json", env=env)
+    assert infill.returncode == 0 and json.loads(infill.stdout)["strategy"] == "grammar-infill", infill.stderr

@@ -50,7 +50,7 @@ def eval_humaneval(
     settings, service = completion_service(
         model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, quiet=as_json
     )
-    name = strategy_name(settings, strategy)
+    name = strategy_name(settings, strategy, infill=False)
     note_unused_temperature(service, name, temperature)
     with say_where_work_is_saved(), progress_bar(f"humaneval [{name}]", enabled=not as_json) as advance:
         summary = run_humaneval(  # checks the settings before it shows the bar
@@ -138,7 +138,7 @@ def eval_infill(
     settings, service = completion_service(
         model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, quiet=as_json
     )
-    name = strategy_name(settings, strategy)
+    name = strategy_name(settings, strategy, infill=True)
     service.registry.strategy(name)  # a --strategy that is none
     note_unused_temperature(service, name, temperature)
     chosen = (load_cases(cases) if cases else humaneval_cases(kind))[: limit or None]

@@ -131,7 +131,7 @@ def request_for(settings: Settings, *, strategy, options, max_tokens, temperatur
 
     kw.setdefault("workspace", str(Path.cwd()))
     return Request(
-        strategy=strategy_name(settings, strategy),
+        strategy=strategy_name(settings, strategy, infill=kw.get("suffix") is not None),
         options=parse_options(options),
         max_tokens=max_tokens if max_tokens is not None else settings.max_tokens,
         stop=_stop_strings(stop),
@@ -140,17 +140,22 @@ def request_for(settings: Settings, *, strategy, options, max_tokens, temperatur
     )
 
 
-def strategy_name(settings: Settings, flag: str | None) -> str:
-    """--strategy, else the configured one, which must be a strategy there is: `strategy =
-    "adadek"` in the config said only "unknown strategy 'adadek'" to a user who gave none."""
+def strategy_name(settings: Settings, flag: str | None, *, infill: bool) -> str:
+    """--strategy, else the configured one, which must be a strategy there is, and one the
+    command can run (`infill`: it has a suffix): `strategy = "adadek"` in the config said only
+    "unknown strategy 'adadek'" to a user who gave none, and `strategy = "grammar-infill"`
+    made every `generate` fail without saying the config chose it."""
     if flag is not None or "strategy" not in settings.sources:
         return flag or settings.strategy
     from ..registry import get_registry
 
+    source = settings.sources["strategy"]
     try:
-        get_registry().strategy(settings.strategy)
+        cls = get_registry().strategy(settings.strategy)
     except UserError as exc:
-        raise UserError(f"{settings.sources['strategy']}: {exc}") from None
+        raise UserError(f"{source}: {exc}") from None
+    if getattr(cls, "needs_syntax_guard", False) and not infill:
+        raise UserError(f"{source}: strategy {settings.strategy} only infills; give this command a --strategy")
     return settings.strategy
 
 
