@@ -572,3 +572,33 @@ def test_a_configured_strategy_that_is_none_names_where_it_was_set(tmp_path, smo
     assert plain.returncode == 2 and f"config file {cfg}: strategy grammar-infill only infills" in plain.stderr
     infill = run_cli("complete", str(src), "-l", "1", "-c", "5", "-n", "4", "-m", str(smol_path), "--json", env=env)
     assert infill.returncode == 0 and json.loads(infill.stdout)["strategy"] == "grammar-infill", infill.stderr
+
+
+def test_a_prompt_typed_at_the_terminal_is_asked_for(smol_path):
+    """`generate -` with stdin a terminal (nothing piped) waited without a word; it now says
+    it reads the prompt there and how to end it, and goes on with what was typed."""
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin, stdout and stderr are the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "assistant", "generate", "-", "-n", "2", "-m", str(smol_path)])
+    seen, deadline, sent = b"", time.monotonic() + 60, False
+    try:
+        while time.monotonic() < deadline:
+            if not sent and b"end it with Ctrl-D" in seen:
+                os.write(fd, b"def f(x):\n\x04")  # a line, then end of input
+                sent = True
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # the child ended: the terminal is gone
+                    break
+                if not chunk:
+                    break
+                seen += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert b"assistant: reading the prompt '-' from the terminal; end it with Ctrl-D" in seen, seen
+    assert sent and os.waitstatus_to_exitcode(status) == 0, seen

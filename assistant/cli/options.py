@@ -102,6 +102,8 @@ def stdin_text(what: str) -> str:
     other bytes are a clear error, not a traceback. Line ends are kept as sent."""
     if sys.stdin is None:  # started with stdin closed (`<&-`): Python has none to read
         raise UserError(f"standard input is closed: nothing to read for {what}")
+    if sys.stdin.isatty():  # typed, not piped: it waited without a word
+        sys.stderr.write(f"assistant: reading {what} from the terminal; end it with Ctrl-D\n")
     data = sys.stdin.buffer.read()
     try:
         return data.decode("utf-8-sig")
