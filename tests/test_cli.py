@@ -579,6 +579,7 @@ def test_a_prompt_typed_at_the_terminal_is_asked_for(smol_path):
     it reads the prompt there and how to end it, and goes on with what was typed."""
     import pty
     import select
+    import signal
     import time
 
     pid, fd = pty.fork()
@@ -599,6 +600,8 @@ def test_a_prompt_typed_at_the_terminal_is_asked_for(smol_path):
                     break
                 seen += chunk
     finally:
+        if not sent:  # it never asked: it would wait for ever
+            os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
     assert b"assistant: reading the prompt '-' from the terminal; end it with Ctrl-D" in seen, seen
     assert sent and os.waitstatus_to_exitcode(status) == 0, seen
