@@ -360,6 +360,9 @@ def test_truncated_gguf_is_a_clear_error(tmp_path, smol_path):
     assert rows[LOCKED]["error"].startswith(("cannot read model folder", "model folder not found")), rows[LOCKED]
     assert rows[str(tmp_path / "pipe.gguf")]["error"].startswith("model path is not a regular file")
     assert rows[str(tmp_path / "locked.gguf")]["error"].startswith(("cannot read model file", "model file not found"))
+    # a configured default that is unusable is a row too: `models` is where one looks for why
+    res = run_cli("models", "--json", env={"ASSISTANT_COMPLETION_MODEL": str(broken)})
+    assert res.returncode == 0 and "corrupt or truncated" in json.loads(res.stdout)[0]["error"], res.stderr
     table = run_cli("models", env={"ASSISTANT_MODEL_DIRS": f"{tmp_path},{missing}", "COLUMNS": "60"}).stdout
     assert "unusable: model folder not found" in table and "Traceback" not in table
     folded = "".join(line.split("│")[2].strip() for line in table.splitlines() if line.count("│") == 3)

@@ -46,7 +46,10 @@ def models(
     rows = []
     for role, configured in ((bundled.COMPLETION, settings.completion_model), (bundled.CHAT, settings.chat_model)):
         path = Path(configured) if configured else bundled.default_path(role)
-        rows.append({"role": f"default {role}", **read_info(path).to_dict()})
+        try:
+            rows.append({"role": f"default {role}", **read_info(path).to_dict()})
+        except UserError as exc:  # the listing is where a user looks for what is wrong: a row, not the end
+            rows.append({"role": f"default {role}", "path": str(path), "error": str(exc)})
     seen = {r["path"] for r in rows}
     candidates = [model] if model is not None else []
     for folder in map(Path, settings.model_dirs):
