@@ -139,7 +139,7 @@ def eval_infill(
         model, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, quiet=as_json
     )
     name = strategy_name(settings, strategy, infill=True)
-    service.registry.strategy(name)  # a --strategy that is none
+    service.registry.strategy(name)  # an unknown --strategy: said before any case runs
     note_unused_temperature(service, name, temperature)
     chosen = (load_cases(cases) if cases else humaneval_cases(kind))[: limit or None]
     with progress_bar(f"infill [{name}]", enabled=not as_json) as advance:
