@@ -85,3 +85,26 @@ def test_suffix_guard_on_end_of_generation_trims_a_partial_repeat():
     rules = StopRules(Request(), guard)
     shown, reason, final = feed(rules, ["a, b", ")"])
     assert reason is None and final == "a, b" and shown == "a, b"
+
+
+def test_the_end_of_the_block_is_no_way_round_the_syntax_check():
+    """`complete --syntax-valid` stops only where the file parses, and the n_indent rule (the
+    cursor's block ended) stopped without asking: `]` went into `s[end:e|nd + 1]` (found by
+    completing at random cursors in json/decoder.py). The block's end is judged as any end:
+    the text up to it when that parses, else nothing (no valid infill)."""
+    from assistant.context.syntax import SyntaxGuard
+
+    prefix = "def scan(s, end):\n    if s:\n        nextchar = s[end:e"
+    suffix = "nd + 1]\n    return nextchar\n"
+
+    def rules():
+        return StopRules(Request(n_indent=8), SyntaxGuard(prefix, suffix, "python", inner=SuffixGuard(suffix)))
+
+    bad = rules()
+    shown, reason, final = feed(bad, ["]", "\n", "    ", "return"])  # the model leaves the block
+    assert reason == "stop" and final == "" and bad.no_valid_end, (shown, final)
+    # a middle that parses stops at its line's end before the block can end; without the
+    # syntax check the suffix guard trims the block's end as it trims any end
+    multi = StopRules(Request(n_indent=8), SuffixGuard("\n    return x\n"))
+    _, reason, final = feed(multi, ["y = 1", "\n", "\n", "    ", "return"])
+    assert reason == "stop" and final == "y = 1", final

@@ -53,8 +53,8 @@ class StopRules:
             hold = min(hold, end - self._partial_stop(text))
         if self.n_indent:
             cut, safe = self._indent(text)
-            if cut is not None:
-                return "stop", cut
+            if cut is not None:  # the block ended; a guard judges the text up to there as any end
+                return "stop", cut if self.guard is None else self.finish(text[:cut])
             hold = min(hold, safe)
         if self.guard is not None:
             stop, g_end = self.guard.check(text, final=False)
