@@ -608,3 +608,21 @@ def test_a_prompt_typed_at_the_terminal_is_asked_for(smol_path):
         _, status = os.waitpid(pid, 0)
     assert b"assistant: reading the prompt '-' from the terminal; end it with Ctrl-D" in seen, seen
     assert sent and os.waitstatus_to_exitcode(status) == 0, seen
+
+
+def test_a_checked_middle_that_ends_its_line_keeps_its_line_end(tmp_path, smol_path):
+    """With the cursor inside a line, `--syntax-valid` may pass a middle that ends the line
+    (`&Prox|y{` + `ie()\\n`: `y{…}` starts the next statement); `complete` then dropped that
+    line end as a blank tail, and printed `ie()`, which does not parse (found by completing at
+    random cursors in Go, JavaScript and Python files). A line end is a blank tail only where
+    the cursor's line ends after the cursor."""
+    from assistant.context.syntax import parses
+
+    src = 'package main\n\nfunc main() {\n\tproxy := &Proxy{\n\t\tName: "x",\n\t}\n\t_ = proxy\n}\n'
+    path = tmp_path / "p.go"
+    path.write_text(src)
+    args = ["complete", str(path), "-l", "4", "-c", "16", "--syntax-valid", "-n", "8", "-m", str(smol_path)]
+    res = run_cli(*args, "--regex", r"ie\(\)\n", "--json")  # the model must write that middle
+    text = json.loads(res.stdout)["text"]
+    cursor = src.index("&Prox") + len("&Prox")
+    assert text == "ie()\n" and parses(src[:cursor] + text + src[cursor:], "go"), (text, res.stderr)

@@ -148,7 +148,12 @@ def complete(
         language=language,
         filename=named.name if named else None,
         workspace=str(named.resolve().parent) if named else None,  # no name, no project to learn from
-        show={"extra": {"file": str(file), "line": line, "column": column}, "live": False, "newline": newline},
+        show={
+            "extra": {"file": str(file), "line": line, "column": column},
+            "live": False,
+            "newline": newline,
+            "line_goes_on": bool(suffix.split("\n", 1)[0].strip()),  # the cursor is inside its line
+        },
     )
 
 

@@ -62,11 +62,13 @@ def run_and_show(
     constraint=None,
     live: bool = True,
     newline: str = "\n",
+    line_goes_on: bool = False,
 ) -> None:
     """Run a request: stream text to stdout (`live`; else print exactly the text at the end, as
     `complete` does for a caller that inserts it: with the file's `newline` and without trailing
-    blank lines, which the text after the cursor already has), or print one JSON object at the
-    end."""
+    blank lines, which the text after the cursor already has, unless the cursor's line goes on
+    after it (`line_goes_on`: then a line end the text closes with is its own, and the syntax
+    check passed it with it), or print one JSON object at the end."""
     done, pauses = None, []
     service.context()  # load first: Ctrl-C while a model loads simply quits
     with _ctrl_c_cancels(service) as cancel:
@@ -80,7 +82,7 @@ def run_and_show(
                 pauses.append(dataclasses.asdict(event))
             elif kind == "Done":
                 done = event
-    if not live:  # llama.vim drops them too: the n_indent cut leaves the dedented line's newline
+    if not live and not line_goes_on:  # llama.vim drops them too: the n_indent cut leaves the dedented line's newline
         done.text = _without_blank_tail(done.text)
         done.texts = done.texts and list(dict.fromkeys(_without_blank_tail(t) for t in done.texts))
     if newline != "\n":
