@@ -132,8 +132,9 @@ def complete(
     else:
         raw, where, named = read_source(file), str(file), file
     prefix, suffix, newline = split_at_cursor(raw, line, column, where, column_unit)
+    rest_of_line = suffix.split("\n", 1)[0]
     if n_indent is None:  # the block the cursor is in: a completion ends where it does
-        current = prefix[prefix.rfind("\n") + 1 :] + suffix.split("\n", 1)[0]
+        current = prefix[prefix.rfind("\n") + 1 :] + rest_of_line
         n_indent = len(current) - len(current.lstrip(" \t"))
     language = language_of(named, (prefix + suffix).split("\n", 1)[0])
     _write(
@@ -152,7 +153,7 @@ def complete(
             "extra": {"file": str(file), "line": line, "column": column},
             "live": False,
             "newline": newline,
-            "line_goes_on": bool(suffix.split("\n", 1)[0].strip()),  # the cursor is inside its line
+            "line_goes_on": bool(rest_of_line.strip()),  # the cursor is inside its line
         },
     )
 

@@ -33,6 +33,11 @@ _SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "
 _SPLIT = re.compile(r"(?P<stem>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf", re.IGNORECASE)
 
 
+def _part(p: Path, m: re.Match, no: int) -> Path:
+    """Part `no` of the split model whose part `p` is (`m`: its name's match)."""
+    return p.with_name(f"{m['stem']}-{no:05d}-of-{m['count']}{p.suffix}")
+
+
 def model_files(path: str | os.PathLike) -> list[Path]:
     """The files a model is in: its parts when `path` is the first part of a split model (by
     llama.cpp's naming), else the one file."""
@@ -40,8 +45,7 @@ def model_files(path: str | os.PathLike) -> list[Path]:
     m = _SPLIT.fullmatch(p.name)
     if m is None or int(m["no"]) != 1:
         return [p]
-    count = int(m["count"])
-    return [p.with_name(f"{m['stem']}-{i:05d}-of-{m['count']}{p.suffix}") for i in range(1, count + 1)]
+    return [_part(p, m, no) for no in range(1, int(m["count"]) + 1)]
 
 
 def later_part(path: str | os.PathLike) -> bool:
@@ -58,8 +62,7 @@ def _check_split(p: Path) -> None:
         return
     no, count = int(m["no"]), int(m["count"])
     if no != 1:
-        first = p.with_name(f"{m['stem']}-00001-of-{m['count']}{p.suffix}")
-        raise ModelError(f"{p} is part {no} of {count} of a split model: give its first part, {first}")
+        raise ModelError(f"{p} is part {no} of {count} of a split model: give its first part, {_part(p, m, 1)}")
     missing = [f.name for f in model_files(p)[1:] if kind_of(f, "model file") != "file"]
     if missing:
         what = f"{missing[0]} and {len(missing) - 1} more are" if len(missing) > 1 else f"{missing[0]} is"
