@@ -64,17 +64,38 @@ class Service:
         key = str(model.path.resolve())
         with self._guard:
             if key not in self._contexts:
-                s = self.settings
-                self._contexts[key] = Context(
-                    model,
-                    n_ctx=s.n_ctx,
-                    n_seq_max=s.n_seq_max,
-                    n_batch=s.n_batch,
-                    threads=s.threads,
-                    prices=PriceBook(cache_dir() / "decode_prices.json"),
-                )
+                self._contexts[key] = self._new_context(model, self.settings.n_seq_max)
                 self._locks[key] = threading.Lock()
             return self._contexts[key]
+
+    def _new_context(self, model: Model, n_seq_max: int) -> Context:
+        s = self.settings
+        return Context(
+            model,
+            n_ctx=s.n_ctx,
+            n_seq_max=n_seq_max,
+            n_batch=s.n_batch,
+            threads=s.threads,
+            prices=PriceBook(cache_dir() / "decode_prices.json"),
+        )
+
+    def _sized(self, key: str, sequences: int) -> Context:
+        """The context, made anew with more sequences where a run needs more than it has (k
+        drafts or candidates each take one; llama.cpp fixes the number when a context is made)
+        and the user left n_seq_max unset. A set n_seq_max is the user's cap: the strategy's
+        refusal names it. Called with the context's lock held."""
+        ctx = self._contexts[key]
+        if sequences <= ctx.n_seq_max or sequences > ctx.most_sequences or "n_seq_max" in self.settings.sources:
+            return ctx  # fits; or no context could hold it (the strategy says so); or capped
+        with self._guard:  # the old one goes first: two KV caches of a large model may not fit
+            del self._contexts[key]
+            self._main.pop(key, None)
+        model = ctx.model
+        del ctx  # freed here unless a caller still holds it (then it stays usable to that caller)
+        bigger = self._new_context(model, sequences)
+        with self._guard:
+            self._contexts[key] = bigger
+        return bigger
 
     # -- requests ---------------------------------------------------------------------------
     def check(self, request: Request):
@@ -117,9 +138,10 @@ class Service:
             request.syntax_valid = True
         strategy = strategy_cls(options)
         model = self.model(role)
-        context = self.context(role)
+        self.context(role)
         key = str(model.path.resolve())
         with self._locks[key]:
+            context = self._sized(key, strategy.sequences())
             context.reset_abort()
             prompt = build_prompt(model, request, context.n_ctx)
             main = self._main.get(key)

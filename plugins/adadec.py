@@ -84,6 +84,9 @@ class AdaDec(Strategy):
     Options = AdaDecOptions
     reads_temperature = False
 
+    def sequences(self) -> int:
+        return self.options.k + 1  # the run's own and a fork per candidate: best-first may hold them all
+
     @classmethod
     def resolved_settings(cls, options: AdaDecOptions, model_path: Path) -> dict:
         tau, source, _ = _threshold(options, model_path)
@@ -116,8 +119,8 @@ class AdaDec(Strategy):
         return pick_schedule(run, o.k, o.lookahead, BEST_FIRST_WASTE)
 
     def generate(self, run: Run):
-        if self.options.k + 1 > run.context.n_seq_max:  # the run's sequence and a fork per candidate:
-            run.context.refuse_sequences(self.options.k + 1)  # best-first may hold them all as well
+        if self.sequences() > run.context.n_seq_max:
+            run.context.refuse_sequences(self.sequences())
         tau, source = self.resolve_threshold(run)
         run.extra_stats.update(
             adadec_threshold=round(tau, 4), threshold_source=source, adadec_schedule=self.options.schedule, pauses=0

@@ -45,6 +45,9 @@ class Contrastive(Strategy):
     Options = ContrastiveOptions
     reads_temperature = False
 
+    def sequences(self) -> int:
+        return self.options.k + 1  # the run's own and one per candidate
+
     def generate(self, run: Run):
         o = self.options
         ctx, ops = run.context, run.ops

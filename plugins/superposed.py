@@ -156,6 +156,9 @@ class Superposed(Strategy):
     Options = SuperposedOptions
     reads_temperature = False
 
+    def sequences(self) -> int:
+        return self.options.k + 1  # the run's own and one per draft
+
     def generate(self, run: Run):
         from assistant.ngrams import get_store
 

@@ -458,18 +458,19 @@ def test_a_small_context_sizes_its_batches_by_what_llama_cpp_took(smol):
     assert done.finish_reason == "length" and len(done.tokens) == 6
 
 
-def test_too_few_or_too_many_sequences_are_user_errors(smol):
-    """k branches need k sequences: running short says which setting to raise (it was an
-    EngineError naming no way to raise it); llama.cpp's own limit is said before it refuses
-    the context (its failure read as too little memory)."""
-    from assistant.config import Settings
+def test_too_few_or_too_many_sequences_are_user_errors(smol, isolated_env, monkeypatch):
+    """k branches need k sequences: where the user capped them, running short says which
+    setting to raise (it was an EngineError naming no way to raise it); llama.cpp's own limit
+    is said before it refuses the context (its failure read as too little memory)."""
+    from assistant.config import load_settings
     from assistant.decoding import Request
     from assistant.errors import UserError
     from assistant.service import Service
 
     with pytest.raises(UserError, match="n_seq_max must be 1 to 255"):
         Context(smol, n_ctx=256, n_seq_max=256)
-    service = Service(Settings(completion_model=str(smol.path), n_ctx=256, n_seq_max=3))
+    monkeypatch.setenv("ASSISTANT_N_SEQ_MAX", "3")  # set by the user: a cap, not a starting size
+    service = Service(load_settings({"completion_model": str(smol.path), "n_ctx": 256}))
     for strategy in ("contrastive", "superposed", "adadec"):  # the main sequence and 3 more
         options = {"k": "3", "threshold": "0", "schedule": "batch"} if strategy == "adadec" else {"k": "3"}
         if strategy == "superposed":
@@ -489,6 +490,32 @@ def test_too_few_or_too_many_sequences_are_user_errors(smol):
     done = service.run(Request(prompt="x = ", max_tokens=12, strategy="adadec", options=options))
     assert len(done.tokens) == 12 and done.stats["pauses"] >= 1
     assert service.context().free_sequences == 2  # all but the service's main sequence
+
+
+def test_a_strategy_gets_the_sequences_its_k_needs(smol_path):
+    """`-o k=8` (9 sequences) failed on the default 8-sequence context, telling the user to set
+    ASSISTANT_N_SEQ_MAX: with n_seq_max unset the context is made anew with as many sequences
+    as the run needs (llama.cpp fixes the number when a context is made) and the run goes on;
+    a smaller k afterwards keeps the bigger context."""
+    from assistant.config import Settings
+    from assistant.decoding import Request
+    from assistant.errors import UserError
+    from assistant.service import Service
+
+    service = Service(Settings(completion_model=str(smol_path), n_ctx=256))
+    first = service.context()
+    assert first.n_seq_max == 8
+    for strategy, k, size in (("contrastive", 8, 9), ("adadec", 9, 10), ("superposed", 3, 10)):
+        options = {"k": str(k), "threshold": "0"} if strategy == "adadec" else {"k": str(k)}
+        if strategy == "superposed":
+            options["corpus"] = str(ROOT / "assistant")
+        done = service.run(Request(prompt="x = ", max_tokens=3, strategy=strategy, options=options))
+        assert len(done.tokens) == 3, strategy
+        assert service.context().n_seq_max == size, strategy  # grown to k + 1; kept for a smaller k
+    assert service.context() is not first
+    assert service.context().free_sequences == 9  # all but the main sequence: nothing left held
+    with pytest.raises(UserError, match="needs 301 sequences .*more than llama.cpp allows"):
+        service.run(Request(prompt="x = ", max_tokens=2, strategy="contrastive", options={"k": "300"}))
 
 
 def test_default_threads_are_one_per_physical_core(tmp_path, monkeypatch):

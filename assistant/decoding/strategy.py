@@ -40,6 +40,11 @@ class Strategy:
     def generate(self, run: Run) -> Iterator[Event]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def sequences(self) -> int:
+        """How many sequences a run holds at once, its own included: the service makes the
+        context big enough before the run starts. One unless the strategy forks."""
+        return 1
+
     @classmethod
     def resolved_settings(cls, options: Any, model_path: Path) -> dict[str, Any]:
         """What `options` resolve to from state kept outside the request (a learned

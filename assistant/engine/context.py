@@ -283,6 +283,12 @@ class Context(RowPrices):
     def free_sequences(self) -> int:
         return len(self._free_ids)
 
+    @property
+    def most_sequences(self) -> int:
+        """The most sequences a context of this size and batch could be made with: llama.cpp's
+        limit, and a batch (and the context) must hold a row for each and one for padding."""
+        return min(LLAMA_MAX_SEQ, self.n_batch, self.n_ctx) - 1
+
     def clear(self) -> None:
         """Forget every cached token (all sequences must have been released)."""
         llama_cpp.llama_memory_clear(self._mem, True)
