@@ -53,6 +53,32 @@ def test_shipped_grammars_compile_and_constrain(service):
     assert done.finish_reason == "stop" and isinstance(json.loads(done.text), dict), done.text
 
 
+def test_the_json_grammar_takes_what_json_loads_takes(service):
+    """The shipped JSON grammar used Lark's common string, number and whitespace, which let a
+    string hold a raw line end (superposed wrote `{"\n\nThe user is ...`), and took +1, 1., .5,
+    01, a tab in a string and a form feed: text no JSON parser reads. Each text here is taken
+    whole by the grammar exactly when json.loads reads it as an object."""
+    from assistant.constraints import ConstraintError
+
+    model = service.model()
+    source = grammars.path("json.lark").read_text()
+    texts = ['{"a": 1}', '{"a\n": 1}', '{"a": +1}', '{"a": 1.}', '{"a": .5}', '{"a": 01}', '{"a": "\t"}']
+    texts += ['{\f"a": 1}', '{"a": -0.5e+3, "b": [true, null, "\\u00e9\\n\\/"]}', '{ "é": {} }', "[1]"]
+    for text in texts:
+        c = build("lark", source, model)
+        try:
+            for token in model.tokenize(text):
+                c.advance(token)
+            taken = c.complete()
+        except ConstraintError:
+            taken = False
+        try:
+            is_json = isinstance(json.loads(text), dict)
+        except ValueError:
+            is_json = False
+        assert taken == is_json, text
+
+
 def _syntax_error(language: str, text: str) -> bool:
     """Whether Python, or SQLite (a missing table is no syntax error), refuses the text."""
     import ast
