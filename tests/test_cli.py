@@ -626,3 +626,14 @@ def test_a_checked_middle_that_ends_its_line_keeps_its_line_end(tmp_path, smol_p
     text = json.loads(res.stdout)["text"]
     cursor = src.index("&Prox") + len("&Prox")
     assert text == "ie()\n" and parses(src[:cursor] + text + src[cursor:], "go"), (text, res.stderr)
+
+
+def test_a_context_beyond_the_trained_length_is_warned(smol_path):
+    """`--n-ctx 1000000` on the bundled Gemma (trained on 32768) took 18 GB and a minute before
+    its first token, with no word; the warning names where the size was set."""
+    over = run_cli("generate", "x", "-m", str(smol_path), "-n", "1", "--n-ctx", "8200")
+    assert over.returncode == 0, over.stderr
+    assert "option --n-ctx asks for a context of 8200 tokens and " in over.stderr, over.stderr
+    assert "was trained on 8192" in over.stderr, over.stderr
+    fits = run_cli("generate", "x", "-m", str(smol_path), "-n", "1", env={"ASSISTANT_N_CTX": "8192"})
+    assert fits.returncode == 0 and "trained on" not in fits.stderr, fits.stderr

@@ -1,5 +1,6 @@
 """Opening the Service a command runs on, with the warnings a user needs before a slow or
-silent failure (no GPU offload, a model larger than memory, too many threads)."""
+silent failure (no GPU offload, a model larger than memory, a context larger than it was
+trained on, too many threads)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def _open_service(settings: Settings, *, quiet: bool = False):
         )
     if not offloads:
         _warn_model_beyond_memory(settings.completion_model)
+    _warn_context_beyond_training(settings)
     _warn_too_many_threads(settings.threads)
     problem = cache_problem()
     if problem:
@@ -73,6 +75,29 @@ def _warn_model_beyond_memory(path: str | None) -> None:
             f"assistant: warning: the model file is {size / 2**30:.1f} GiB and this machine has "
             f"{memory / 2**30:.1f} GiB of memory: llama.cpp will read it from disk for every token (very "
             "slow); use a smaller quantisation, or offload layers to a GPU (--n-gpu-layers)",
+            err=True,
+        )
+
+
+def _warn_context_beyond_training(settings: Settings) -> None:
+    """llama.cpp allocates a context's KV cache whole when it is made: `--n-ctx 1000000` on the
+    bundled Gemma (trained on 32768) took 18 GB and a minute before the first token, without a
+    word; and text past the trained length is unreliable (a run notes it when it gets there)."""
+    from ..engine import read_info
+    from ..errors import UserError
+
+    source = settings.sources.get("n_ctx")
+    if source is None:  # the default: no one's mistake
+        return
+    try:
+        info = read_info(settings.completion_model or bundled.default_path(bundled.COMPLETION))
+    except (UserError, OSError):  # said when it loads
+        return
+    if info.context_length and settings.n_ctx > info.context_length:
+        typer.echo(
+            f"assistant: warning: {source} asks for a context of {settings.n_ctx} tokens and {info.name} was "
+            f"trained on {info.context_length}: llama.cpp allocates its cache for all of them at once, and text "
+            f"past {info.context_length} tokens may be poor",
             err=True,
         )
 
