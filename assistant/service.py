@@ -104,7 +104,7 @@ class Service:
         request.validate()
         strategy_cls = self.registry.strategy(request.strategy)
         options = strategy_cls.parse_options(request.options)
-        infill_only = getattr(strategy_cls, "needs_syntax_guard", False)
+        infill_only = strategy_cls.needs_syntax_guard
         if infill_only and not request.is_infill:
             # said before an eval opens its results file and shows its bar, not at its first problem
             raise UserError(f"{request.strategy} needs an infill request (a prefix and a suffix)")
@@ -134,7 +134,7 @@ class Service:
     ) -> Iterator[Event]:
         """Run a request through its strategy, yielding events (the last one is `Done`)."""
         strategy_cls, options = self.check(request)
-        if getattr(strategy_cls, "needs_syntax_guard", False) and request.is_infill:
+        if strategy_cls.needs_syntax_guard and request.is_infill:
             request.syntax_valid = True
         strategy = strategy_cls(options)
         model = self.model(role)

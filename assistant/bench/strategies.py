@@ -69,7 +69,7 @@ def run_strategies_bench(
     note = progress or (lambda _m: None)
     check_room(service, n_tokens, [*PROMPTS, REPETITIVE, *_humaneval_prompts()], margin=64)  # 64: adadec's lookaheads
     strategies = service.registry.strategies()
-    infill_only = [n for n, cls in strategies.items() if getattr(cls, "needs_syntax_guard", False)]
+    infill_only = [n for n, cls in strategies.items() if cls.needs_syntax_guard]
     names = [n for n in strategies if n not in infill_only]
     results: dict[str, dict] = {}
     # warm-up: page the model in, build the superposed n-gram store, time speculative's decode

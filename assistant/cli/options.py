@@ -156,7 +156,7 @@ def strategy_name(settings: Settings, flag: str | None, *, infill: bool) -> str:
         cls = get_registry().strategy(settings.strategy)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
-    if getattr(cls, "needs_syntax_guard", False) and not infill:
+    if cls.needs_syntax_guard and not infill:
         raise UserError(f"{source}: strategy {settings.strategy} only infills; give this command a --strategy")
     return settings.strategy
 

@@ -33,6 +33,9 @@ class Strategy:
     # whether the request's sampling temperature (--temperature) applies; the CLI says so when a
     # strategy ignores it (deterministic ones, or those with a temperature option of their own)
     reads_temperature: ClassVar[bool] = True
+    # whether the strategy works only on an infill whose text must parse (grammar-infill): it is
+    # refused on a plain prompt, and its runs check the syntax as `--syntax-valid` does
+    needs_syntax_guard: ClassVar[bool] = False
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
