@@ -55,28 +55,37 @@ def test_shipped_grammars_compile_and_constrain(service):
 
 def test_the_json_grammar_takes_what_json_loads_takes(service):
     """The shipped JSON grammar used Lark's common string, number and whitespace, which let a
-    string hold a raw line end (superposed wrote `{"\n\nThe user is ...`), and took +1, 1., .5,
+    string hold a raw line end (superposed wrote `{"\\n\\nThe user is ...`), and took +1, 1., .5,
     01, a tab in a string and a form feed: text no JSON parser reads. Each text here is taken
-    whole by the grammar exactly when json.loads reads it as an object."""
+    whole by the grammar exactly when json.loads reads it as an object. Whitespace is bounded
+    as llama.cpp's json.gbnf bounds it (one space, or a line end and up to 20 indentation
+    characters): with any amount allowed, "1, 2, 3," gave `{` and blank lines to the limit."""
     from assistant.constraints import ConstraintError
 
     model = service.model()
     source = grammars.path("json.lark").read_text()
-    texts = ['{"a": 1}', '{"a\n": 1}', '{"a": +1}', '{"a": 1.}', '{"a": .5}', '{"a": 01}', '{"a": "\t"}']
-    texts += ['{\f"a": 1}', '{"a": -0.5e+3, "b": [true, null, "\\u00e9\\n\\/"]}', '{ "é": {} }', "[1]"]
-    for text in texts:
+
+    def taken(text: str) -> bool:
         c = build("lark", source, model)
         try:
             for token in model.tokenize(text):
                 c.advance(token)
-            taken = c.complete()
         except ConstraintError:
-            taken = False
+            return False
+        return c.complete()
+
+    texts = ['{"a": 1}', '{"a\n": 1}', '{"a": +1}', '{"a": 1.}', '{"a": .5}', '{"a": 01}', '{"a": "\t"}']
+    texts += ['{\f"a": 1}', '{"a": -0.5e+3, "b": [true, null, "\\u00e9\\n\\/"]}', '{ "é": {} }', "[1]"]
+    texts += ['{\n    "a": [\n        1,\n        2\n    ]\n}', '{\r\n\t"a": 1\r\n}']
+    for text in texts:
         try:
             is_json = isinstance(json.loads(text), dict)
         except ValueError:
             is_json = False
-        assert taken == is_json, text
+        assert taken(text) == is_json, text
+    for padded in ("{" + "\n" * 30 + "}", '{"a":  1}', '{"a": 1' + " " * 21 + "}", "{\n" + " " * 21 + '"a": 1}'):
+        assert isinstance(json.loads(padded), dict) and not taken(padded), padded
+    assert taken("{\n" + " " * 20 + '"a": 1}')
 
 
 def _syntax_error(language: str, text: str) -> bool:
