@@ -198,6 +198,40 @@ def test_a_gbnf_grammar_works_as_in_llama_cpp(service, tmp_path):
         build("lark", "root ::= thing\n", service.model())
 
 
+def test_a_run_of_whitespace_is_bounded_where_the_grammar_allows_any(service, gemma_service):
+    """A grammar whose whitespace may go anywhere in any amount (Lark's `%ignore`) let a model
+    that did not know how to go on pad to the token limit: the SQL grammar after "Hello" gave
+    `inner \\n\\n \\n\\n \\n\\n…` to the end. Once the text ends in three line ends (or 64
+    blank characters) a token of whitespace alone is refused, unless the grammar allows nothing
+    else; tokens are followed across forks."""
+    from assistant.constraints import MAX_BLANK_CHARS, MAX_BLANK_LINES
+
+    model = service.model()
+    newline, space, b = (model.tokenize(t)[0] for t in ("\n", " ", "b"))
+    c = build("lark", 'start: "a" "b"\n%ignore /[ \\t\\r\\n]+/\n', model)
+    for token in model.tokenize("a"):
+        c.advance(token)
+    for _ in range(MAX_BLANK_LINES):
+        assert c.allowed()[newline] and c.allowed()[space]
+        c.advance(newline)
+    fork = c.fork()
+    for state in (c, fork):
+        assert not state.allowed()[newline] and not state.allowed()[space] and state.allowed()[b]
+    fork.advance(b)
+    assert fork.complete() and c.allowed()[b] and not c.allowed()[newline]
+    # where only whitespace may come, it may
+    only = build("lark", f'start: /[ ]{{{MAX_BLANK_CHARS + 8},200}}/ "b"\n', model)
+    for _ in range(MAX_BLANK_CHARS + 1):
+        assert only.allowed()[space]
+        only.advance(space)
+    # the bundled model under the SQL grammar, where it padded
+    sql = build("lark", grammars.path("sql_select.lark").read_text(), gemma_service.model())
+    done = gemma_service.run(Request(prompt="Hello", max_tokens=40), constraint=sql)
+    runs = re.findall(r"\s+", done.text)
+    assert max(run.count("\n") for run in runs) <= 2 * MAX_BLANK_LINES, done.text
+    assert sum(map(len, runs)) < len(done.text) / 2, done.text
+
+
 def test_a_match_cut_by_the_token_limit_is_said_to_be_incomplete(service):
     """A JSON object cut at --max-tokens looked like output (exit 0, no word); now a note says
     the text is incomplete, and only then."""

@@ -23,15 +23,26 @@ class ConstraintError(UserError):
     """An invalid grammar, regex or JSON schema."""
 
 
+# The most whitespace at the end of the text before a token of whitespace alone is refused:
+# a grammar whose whitespace may go anywhere, in any amount (Lark's `%ignore WS`), let a model
+# that did not know how to go on pad to the token limit (`Select\n\nI have \n\nFROM \n\n \n\n…`
+# under the SQL grammar). Three line ends hold two blank lines (PEP 8's most); 64 characters, a
+# deep indentation. Where the grammar allows nothing else, its own mask stands.
+MAX_BLANK_LINES = 3
+MAX_BLANK_CHARS = 64
+
+
 class GrammarConstraint:
     """An llguidance matcher behind the `Constraint` protocol."""
 
-    def __init__(self, matcher, n_vocab: int, description: str = ""):
+    def __init__(self, matcher, n_vocab: int, description: str = "", blanks=None):
         import llguidance.numpy as lln
 
         self.matcher = matcher
         self.n_vocab = n_vocab
         self.description = description
+        self.blanks = blanks  # engine.guidance.TrailingBlanks, or None: whitespace unbounded
+        self._run = (0, 0)  # characters and line ends of the whitespace the text ends with
         self._bitmask = lln.allocate_token_bitmask(1, n_vocab)
         self._fill = lln.fill_next_token_bitmask
         self._mask: np.ndarray | None = None  # this state's, until a token moves it on
@@ -43,6 +54,11 @@ class GrammarConstraint:
         if self._mask is None:
             self._fill(self.matcher, self._bitmask, 0)
             mask = np.unpackbits(self._bitmask[0].view(np.uint8), bitorder="little")[: self.n_vocab].view(bool)
+            chars, lines = self._run
+            if self.blanks is not None and (chars >= MAX_BLANK_CHARS or lines >= MAX_BLANK_LINES):
+                bounded = mask & ~self.blanks.blank[: self.n_vocab]
+                if bounded.any():
+                    mask = bounded
             mask.flags.writeable = False
             self._mask = mask
         return self._mask
@@ -51,9 +67,16 @@ class GrammarConstraint:
         self._mask = None
         if not self.matcher.consume_token(int(token)):
             raise ConstraintError(f"token {token} rejected by {self.description}: {self.matcher.get_error()}")
+        if self.blanks is not None and 0 <= token < len(self.blanks.blank):
+            chars, lines = int(self.blanks.chars[token]), int(self.blanks.lines[token])
+            if self.blanks.blank[token]:
+                chars, lines = chars + self._run[0], lines + self._run[1]
+            self._run = (chars, lines)
 
     def fork(self) -> GrammarConstraint:
-        return GrammarConstraint(self.matcher.deep_copy(), self.n_vocab, self.description)
+        child = GrammarConstraint(self.matcher.deep_copy(), self.n_vocab, self.description, self.blanks)
+        child._run = self._run
+        return child
 
     def complete(self) -> bool:
         return self.matcher.is_accepting()
@@ -119,7 +142,7 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
     """Compile and validate; errors name the problem (and the file, when given)."""
     import llguidance
 
-    from ..engine.guidance import lltokenizer
+    from ..engine.guidance import lltokenizer, trailing_blanks
 
     where = f" in {origin}" if origin else ""
     tokenizer = lltokenizer(model)
@@ -133,7 +156,7 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
     matcher = llguidance.LLMatcher(tokenizer, grammar)
     if matcher.is_error():
         raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher.get_error()}")
-    constraint = GrammarConstraint(matcher, model.n_vocab, f"{_WHAT.get(kind, kind)}{where}")
+    constraint = GrammarConstraint(matcher, model.n_vocab, f"{_WHAT.get(kind, kind)}{where}", trailing_blanks(model))
     constraint.allowed()  # the first mask: a grammar that matches no text is dead before it starts
     if constraint.dead_end():
         raise ConstraintError(f"the {_WHAT.get(kind, kind)}{where} matches no text at all")

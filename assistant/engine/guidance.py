@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import pickle
+from dataclasses import dataclass
 
 import llama_cpp
+import numpy as np
 
 from ..files import write_atomically
 
@@ -57,3 +59,35 @@ def lltokenizer(model):
     )
     model._lltokenizer = tok
     return tok
+
+
+@dataclass(frozen=True)
+class TrailingBlanks:
+    """Per token: whether it is whitespace alone, and the characters and line ends of the
+    whitespace it ends with (all of it, for a blank token). Lets a constraint follow the run
+    of whitespace at the end of the text from the tokens alone."""
+
+    blank: np.ndarray  # bool
+    chars: np.ndarray  # int32
+    lines: np.ndarray  # int32
+
+
+def trailing_blanks(model) -> TrailingBlanks:
+    """The model's `TrailingBlanks` (cached on the model; from the cached token bytes)."""
+    cached = getattr(model, "_trailing_blanks", None)
+    if cached is not None:
+        return cached
+    tokens = _token_bytes(model)
+    blank = np.zeros(len(tokens), bool)
+    chars = np.zeros(len(tokens), np.int32)
+    lines = np.zeros(len(tokens), np.int32)
+    for i, tok in enumerate(tokens):
+        if tok.startswith(b"\xff"):  # a special token: no text
+            continue
+        body = tok.rstrip(b" \t\r\n")
+        if len(body) < len(tok):
+            blank[i] = not body
+            chars[i] = len(tok) - len(body)
+            lines[i] = tok.count(b"\n", len(body))
+    model._trailing_blanks = TrailingBlanks(blank, chars, lines)
+    return model._trailing_blanks
