@@ -12,7 +12,7 @@ from .config import Settings, cache_dir
 from .context import build_prompt
 from .context.syntax import known_languages
 from .decoding import Constraint, Done, Event, Request, Run
-from .engine import Context, Model, PriceBook, check_gguf_path
+from .engine import Context, Model, PriceBook, check_gguf_path, check_kv_fits
 from .errors import Cancelled, EngineError, PluginError, UserError
 from .registry import BUILTIN_PREFIX, Registry, get_registry
 
@@ -24,8 +24,12 @@ class Service:
         registry: Registry | None = None,
         *,
         on_progress: Callable[[str, float], None] | None = None,
+        on_warning: Callable[[str], None] | None = None,
     ):
+        """`on_progress(name, fraction)` follows a model's loading; `on_warning(line)` hears
+        what the user should know before slow work starts (nothing is said without it)."""
         self.settings = settings
+        self.on_warning = on_warning
         self.registry = registry or get_registry()
         self.on_progress = on_progress
         self._models: dict[str, Model] = {}
@@ -70,6 +74,7 @@ class Service:
 
     def _new_context(self, model: Model, n_seq_max: int) -> Context:
         s = self.settings
+        self._warn_beyond_training(model)
         return Context(
             model,
             n_ctx=s.n_ctx,
@@ -77,6 +82,21 @@ class Service:
             n_batch=s.n_batch,
             threads=s.threads,
             prices=PriceBook(cache_dir() / "decode_prices.json"),
+        )
+
+    def _warn_beyond_training(self, model: Model) -> None:
+        """llama.cpp allocates a context's KV cache whole: `--n-ctx 1000000` on the bundled
+        Gemma (trained on 32768) took 18 GB and a minute before the first token, without a
+        word; and text past the trained length is unreliable (a run notes it when it gets
+        there). Said of a size the user set, and only where the context can be made at all."""
+        s, trained = self.settings, model.n_ctx_train
+        source = s.sources.get("n_ctx")
+        if self.on_warning is None or source is None or not trained or s.n_ctx <= trained:
+            return
+        check_kv_fits(model, s.n_ctx)  # one that cannot is refused, and the warning would be noise
+        self.on_warning(
+            f"{source} asks for a context of {s.n_ctx} tokens and {model.path.name} was trained on {trained}: "
+            f"llama.cpp allocates its cache for all of them at once, and text past {trained} tokens may be poor"
         )
 
     def _sized(self, key: str, sequences: int) -> Context:

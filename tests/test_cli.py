@@ -633,7 +633,7 @@ def test_a_context_beyond_the_trained_length_is_warned(smol_path):
     its first token, with no word; the warning names where the size was set."""
     over = run_cli("generate", "x", "-m", str(smol_path), "-n", "1", "--n-ctx", "8200")
     assert over.returncode == 0, over.stderr
-    assert "option --n-ctx asks for a context of 8200 tokens and " in over.stderr, over.stderr
+    assert "option --n-ctx asks for a context of 8200 tokens and SmolLM2" in over.stderr, over.stderr
     assert "was trained on 8192" in over.stderr, over.stderr
     fits = run_cli("generate", "x", "-m", str(smol_path), "-n", "1", env={"ASSISTANT_N_CTX": "8192"})
     assert fits.returncode == 0 and "trained on" not in fits.stderr, fits.stderr

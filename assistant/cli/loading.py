@@ -1,6 +1,6 @@
 """Opening the Service a command runs on, with the warnings a user needs before a slow or
-silent failure (no GPU offload, a model larger than memory, a context larger than it was
-trained on, too many threads)."""
+silent failure (no GPU offload, a model larger than memory, too many threads; the service's
+own, such as a context larger than the model was trained on)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _open_service(settings: Settings, *, quiet: bool = False):
     from ..service import Service
 
     progress = None if quiet else LoadProgress()
-    service = Service(settings, on_progress=progress)
+    service = Service(settings, on_progress=progress, on_warning=_warn)
     warn_plugin_failures(service.registry)
     offloads = bool(settings.n_gpu_layers) and gpu_offload_supported()
     if settings.n_gpu_layers and not offloads:  # llama.cpp would run on the CPU, silently
@@ -36,7 +36,6 @@ def _open_service(settings: Settings, *, quiet: bool = False):
         )
     if not offloads:
         _warn_model_beyond_memory(settings.completion_model)
-    _warn_context_beyond_training(settings)
     _warn_too_many_threads(settings.threads)
     problem = cache_problem()
     if problem:
@@ -79,29 +78,6 @@ def _warn_model_beyond_memory(path: str | None) -> None:
         )
 
 
-def _warn_context_beyond_training(settings: Settings) -> None:
-    """llama.cpp allocates a context's KV cache whole when it is made: `--n-ctx 1000000` on the
-    bundled Gemma (trained on 32768) took 18 GB and a minute before the first token, without a
-    word; and text past the trained length is unreliable (a run notes it when it gets there)."""
-    from ..engine import read_info
-    from ..errors import UserError
-
-    source = settings.sources.get("n_ctx")
-    if source is None:  # the default: no one's mistake
-        return
-    try:
-        info = read_info(settings.completion_model or bundled.default_path(bundled.COMPLETION))
-    except (UserError, OSError):  # said when it loads
-        return
-    if info.context_length and settings.n_ctx > info.context_length:
-        typer.echo(
-            f"assistant: warning: {source} asks for a context of {settings.n_ctx} tokens and {info.name} was "
-            f"trained on {info.context_length}: llama.cpp allocates its cache for all of them at once, and text "
-            f"past {info.context_length} tokens may be poor",
-            err=True,
-        )
-
-
 class LoadProgress:
     """A model-load progress bar on stderr (only when stderr is a terminal)."""
 
@@ -132,6 +108,10 @@ class LoadProgress:
             self._progress = None
 
 
+def _warn(line: str) -> None:
+    typer.echo(f"assistant: warning: {line}", err=True)
+
+
 def warn_plugin_failures(registry) -> None:
     for line in registry.warnings():
-        typer.echo(f"assistant: warning: {line}", err=True)
+        _warn(line)

@@ -5,7 +5,7 @@
 # CUDA 13), even with no layer offloaded; loaded first, it ran every strategy there.
 from . import _llama  # noqa: F401  (isort keeps it first)
 from ._llama import build_info, gpu_offload_supported
-from .context import Context, Sequence, common_prefix, default_threads, physical_memory, usable_cpus
+from .context import Context, Sequence, check_kv_fits, common_prefix, default_threads, physical_memory, usable_cpus
 from .counters import Counters
 from .gguf_file import GGUFInfo, check_gguf_path, later_part, model_files, read_info
 from .model import FimTokens, Model
@@ -21,6 +21,7 @@ __all__ = [
     "Sequence",
     "build_info",
     "check_gguf_path",
+    "check_kv_fits",
     "common_prefix",
     "default_threads",
     "gpu_offload_supported",

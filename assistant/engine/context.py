@@ -150,7 +150,7 @@ def physical_memory() -> int | None:
         return None
 
 
-def _check_kv_fits(model: Model, n_ctx: int) -> None:
+def check_kv_fits(model: Model, n_ctx: int) -> None:
     """Refuse a context whose KV cache cannot fit in this machine's memory, before llama.cpp
     tries: asked for 10^8 or 10^9 tokens, it took 5-20 GB and up to 35 s before failing, and a
     smaller mistake (10^6 for 10^5) pushes a laptop into swap. The bound counts sliding-window
@@ -198,7 +198,7 @@ class Context(RowPrices):
         threads = threads or default_threads()
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX))
-        _check_kv_fits(model, params.n_ctx)
+        check_kv_fits(model, params.n_ctx)
         if not 1 <= n_seq_max < LLAMA_MAX_SEQ:  # one more is kept for padding and timing
             raise UserError(f"n_seq_max must be 1 to {LLAMA_MAX_SEQ - 1} (llama.cpp's limit), got {n_seq_max}")
         if min(n_batch, params.n_ctx) <= n_seq_max:  # an output row per sequence, or llama.cpp aborts
