@@ -93,7 +93,8 @@ def test_in_a_large_python_file_ast_confirms_the_statements_around_the_cursor(mo
 
     prefix = "def f(x):\n    return "
     far_below = "\n\n\ndel g()\n" + "".join(f"v{i} = {i}\n" for i in range(50))  # only `ast` refuses `del g()`
-    assert not syntax.SyntaxGuard(prefix, far_below, "python").valid("x + 1")  # the whole file, as before
+    small = syntax.SyntaxGuard(prefix, far_below, "python")  # the whole file first; it fails on `del g()`,
+    assert small.valid("x + 1") and not small.valid("x +")  # which is elsewhere: the statements around alone
     monkeypatch.setattr(syntax, "WHOLE_AST_LIMIT", 100)
     large = syntax.SyntaxGuard(prefix, far_below, "python")
     assert large.check_whole and large.valid("x + 1")
@@ -146,7 +147,21 @@ def test_syntax_guard_checks_a_file_fine_elsewhere_whole(monkeypatch):
     assert not g.valid("x +\n") and not g.valid("x + (1") and seen == []
     assert g.valid("x + 1)") and g.whole_checks == g.checks == 3 and len(seen) == 1
     assert not g.valid("x + 1)\n    del f()")  # tree-sitter takes it, Python does not
-    assert len(seen) == 2
+    assert len(seen) == 3  # and, once, the file without the cursor's statements: it parses
+    assert not g.valid("x + 2)\n    del f()") and len(seen) == 4
+
+
+def test_syntax_guard_where_only_python_finds_the_file_broken_elsewhere():
+    """A Python 2 `print 'x'` (or `del f()`) far from the cursor: tree-sitter takes it, so the
+    whole file was checked, and Python's parser refused every middle: `--syntax-valid` never
+    found one. Where Python refuses the file without the cursor's statements, those
+    statements are checked alone, as where tree-sitter finds the file broken elsewhere."""
+    prefix = "import os\n\n\ndef f(x):\n    y = x * 2\n    "
+    for elsewhere in ("print 'old'\n", "def h():\n    del f()\n"):
+        g = SyntaxGuard(prefix, "\n    return y\n\n\n" + elsewhere + "\n\ndef g():\n    pass\n", "python")
+        assert g.check_whole, elsewhere  # tree-sitter finds nothing broken
+        assert g.valid("y += 1") and g.valid("y = [y,\n         1]"), elsewhere
+        assert not g.valid("y += (1") and not g.valid("del f()") and not g.valid("y +"), elsewhere
 
 
 def test_complete_syntax_valid_flag_and_eval_infill(tmp_path):

@@ -183,6 +183,7 @@ class SyntaxGuard:
         # around the cursor was broken before the middle went in, only those statements
         self.around = None if span is None else (prefix[span[0] :], suffix[: span[1]])
         self.check_whole = span is None or span[2]
+        self._python_elsewhere: bool | None = None  # see _broken_elsewhere_for_python
 
     def reset(self) -> None:
         self._checked = 0
@@ -213,7 +214,23 @@ class SyntaxGuard:
             # Python's parser confirms the statements around the cursor, tree-sitter the rest: on
             # a 7 MB file one whole `ast.parse` took 10 s and 1.4 GB, for each middle it checked
             return _python_parses(self.around[0] + middle + self.around[1])
-        return _python_parses(self.prefix + middle + self.suffix)
+        if _python_parses(self.prefix + middle + self.suffix):
+            return True
+        # what tree-sitter takes and Python does not (a Python 2 `print 'x'`, `del f()`) may be
+        # elsewhere in the file: then no middle would ever pass, so the statements around the
+        # cursor are checked alone, as for a file tree-sitter finds broken elsewhere
+        return self._broken_elsewhere_for_python() and _python_parses(self.around[0] + middle + self.around[1])
+
+    def _broken_elsewhere_for_python(self) -> bool:
+        """Whether Python's parser refuses the file without the statements around the cursor
+        (top-level statements parse on their own). Asked once, after a middle tree-sitter took."""
+        if self._python_elsewhere is None:
+            self._python_elsewhere = False
+            if self.around is not None:  # else the statements around the cursor are the whole file
+                before, after = self.around
+                rest = self.prefix[: len(self.prefix) - len(before)] + self.suffix[len(after) :]
+                self._python_elsewhere = not _python_parses(rest)
+        return self._python_elsewhere
 
     def check(self, text: str, final: bool) -> tuple[bool, int]:
         if self.inner is not None:
