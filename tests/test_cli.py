@@ -180,17 +180,18 @@ def test_complete_reads_an_unsaved_buffer_from_stdin(tmp_path, smol_path):
 
 
 def test_complete_in_a_windows_file_inserts_windows_line_ends(tmp_path):
-    """The model sees "\n" line ends either way; the text to insert uses the file's own."""
+    """The model sees "\n" line ends either way; the text to insert uses the file's own (a
+    classic Mac OS file's "\r" became "\n" in it)."""
     unix = 'def f(x):\n    """Twice x."""\n    return \n\nprint(f(1))\n'
     texts = {}
-    for name, newline in (("unix.py", "\n"), ("windows.py", "\r\n")):
+    for name, newline in (("unix.py", "\n"), ("windows.py", "\r\n"), ("mac.py", "\r")):
         src = tmp_path / name
         src.write_bytes(unix.replace("\n", newline).encode())
         res = run_cli("complete", str(src), "-l", "3", "-c", "12", "-n", "12", "--n-indent", "0", "--json")
         assert res.returncode == 0, res.stderr
         texts[newline] = json.loads(res.stdout)["text"]
     assert "\n" in texts["\n"] and "\r" not in texts["\n"]  # the completion runs past its line
-    assert texts["\r\n"] == texts["\n"].replace("\n", "\r\n")
+    assert texts["\r\n"] == texts["\n"].replace("\n", "\r\n") and texts["\r"] == texts["\n"].replace("\n", "\r")
     # a stop at the file's own line end: the model writes "\n", so "\r\n" was never found
     args = ["complete", str(tmp_path / "windows.py"), "-l", "3", "-c", "12", "-n", "12", "--n-indent", "0"]
     stopped = run_cli(*args, "--stop", r"\r\n", "--json")

@@ -37,9 +37,11 @@ COLUMN_UNITS = {
 
 def split_at_cursor(raw: str, line: int, column: int, where: str, unit: str = "chars") -> tuple[str, str, str]:
     """(prefix, suffix, newline) of the text `raw` (named `where` in errors): the text with "\n"
-    line ends, as models mostly saw code, and its own line end ("\r\n" in a Windows file),
-    which the inserted text must use. `unit`: what `column` counts (COLUMN_UNITS)."""
-    newline = "\r\n" if raw.count("\r\n") * 2 > raw.count("\n") else "\n"
+    line ends, as models mostly saw code, and its own line end ("\r\n" in a Windows file, "\r"
+    in a classic Mac OS one), which the inserted text must use. `unit`: what `column` counts (COLUMN_UNITS)."""
+    crlf = raw.count("\r\n")
+    counts = {"\n": raw.count("\n") - crlf, "\r\n": crlf, "\r": raw.count("\r") - crlf}  # "\r": classic Mac OS
+    newline = max(counts, key=counts.get)  # the most common; "\n" where none is
     text = raw.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")  # a trailing newline gives an empty last line: the cursor may go there
     if not 1 <= line <= len(lines):
