@@ -1206,8 +1206,8 @@ def test_bench_strategies_json(smol_path):
     assert he["forward_passes"] >= he["greedy_forward_passes"] >= 8 * 4  # a pass per greedy token at least
     assert he["prompt_reuse"] > 0.9  # every timed run starts from the cached prompt
     assert obj["grammar-infill_infill"]["time_vs_greedy_infill"] > 0
-    grammar = obj["grammar"]
-    assert grammar["tokens"] > 0 and grammar["mask_apply_ms"] > 0 and grammar["overhead_vs_step"] > 0
+    grammar = obj["grammar"]  # timed over as many tokens as asked (the old prompt got `{}`, 2)
+    assert grammar["tokens"] == 4 and grammar["mask_apply_ms"] > 0 and grammar["overhead_vs_step"] > 0
 
 
 def test_bench_strategies_reports_a_failing_plugin_and_goes_on(smol_path):
