@@ -68,13 +68,13 @@ class Service:
         key = str(model.path.resolve())
         with self._guard:
             if key not in self._contexts:
+                self._warn_beyond_training(model)
                 self._contexts[key] = self._new_context(model, self.settings.n_seq_max)
                 self._locks[key] = threading.Lock()
             return self._contexts[key]
 
     def _new_context(self, model: Model, n_seq_max: int) -> Context:
         s = self.settings
-        self._warn_beyond_training(model)
         return Context(
             model,
             n_ctx=s.n_ctx,
@@ -107,14 +107,12 @@ class Service:
         ctx = self._contexts[key]
         if sequences <= ctx.n_seq_max or sequences > ctx.most_sequences or "n_seq_max" in self.settings.sources:
             return ctx  # fits; or no context could hold it (the strategy says so); or capped
-        with self._guard:  # the old one goes first: two KV caches of a large model may not fit
-            del self._contexts[key]
-            self._main.pop(key, None)
         model = ctx.model
-        del ctx  # freed here unless a caller still holds it (then it stays usable to that caller)
-        bigger = self._new_context(model, sequences)
-        with self._guard:
-            self._contexts[key] = bigger
+        with self._guard:  # held while it is made, as `context` holds it: no one makes another meanwhile
+            del self._contexts[key]  # the old one goes first: two KV caches of a large model may not fit
+            self._main.pop(key, None)
+            del ctx  # freed here unless a caller still holds it (then it stays usable to that caller)
+            bigger = self._contexts[key] = self._new_context(model, sequences)
         return bigger
 
     # -- requests ---------------------------------------------------------------------------
