@@ -217,6 +217,29 @@ def test_complete_stops_at_the_end_of_the_cursors_block_by_default(tmp_path):
         assert re.match(r"(\n[ \t]*)*\n {0,3}\S", rest), (block, rest)
 
 
+def test_the_cursors_line_is_found_without_splitting_the_file(monkeypatch):
+    """The file was split into all its lines to find the cursor's (a 112 MB file: 1.9 s and
+    100 MB more); its line ends are counted a chunk at a time instead. Chunks of a few
+    characters here, so that a line starts in every place a chunk can leave it."""
+    import random
+
+    from assistant.context import cursor
+    from assistant.errors import UserError
+
+    rng = random.Random(0)
+    for chunk in (1, 3, 8):
+        monkeypatch.setattr(cursor, "_CHUNK", chunk)
+        for _ in range(40):
+            text = "".join(rng.choice(["a", "bc", "\n", "\n\n"]) for _ in range(rng.randrange(0, 30)))
+            lines = text.split("\n")
+            for line, current in enumerate(lines, 1):
+                column = rng.randrange(1, len(current) + 2)
+                offset = sum(len(s) + 1 for s in lines[: line - 1]) + column - 1
+                assert cursor.split_at_cursor(text, line, column, "f") == (text[:offset], text[offset:], "\n")
+            with pytest.raises(UserError, match=f"outside f \\(1..{len(lines)}\\)"):
+                cursor.split_at_cursor(text, len(lines) + 1, 1, "f")
+
+
 def test_a_column_counts_what_the_editor_counts(tmp_path, smol_path):
     """Vim's col() counts UTF-8 bytes and VS Code UTF-16 code units: such a column put the
     cursor past its place after every `é` or emoji before it. --column-unit says which."""
