@@ -102,11 +102,14 @@ class Service:
     def _sized(self, key: str, sequences: int) -> Context:
         """The context, made anew with more sequences where a run needs more than it has (k
         drafts or candidates each take one; llama.cpp fixes the number when a context is made)
-        and the user left n_seq_max unset. A set n_seq_max is the user's cap: the strategy's
-        refusal names it. Called with the context's lock held."""
+        and the user left n_seq_max unset. A set n_seq_max is the user's cap, and a run that
+        needs more than it, or than any context holds, is refused here, before it starts, with
+        the fix. Called with the context's lock held."""
         ctx = self._contexts[key]
-        if sequences <= ctx.n_seq_max or sequences > ctx.most_sequences or "n_seq_max" in self.settings.sources:
-            return ctx  # fits; or no context could hold it (the strategy says so); or capped
+        if sequences <= ctx.n_seq_max:
+            return ctx
+        if sequences > ctx.most_sequences or "n_seq_max" in self.settings.sources:
+            ctx.refuse_sequences(sequences)
         model = ctx.model
         with self._guard:  # held while it is made, as `context` holds it: no one makes another meanwhile
             del self._contexts[key]  # the old one goes first: two KV caches of a large model may not fit

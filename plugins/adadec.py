@@ -119,8 +119,6 @@ class AdaDec(Strategy):
         return pick_schedule(run, o.k, o.lookahead, BEST_FIRST_WASTE)
 
     def generate(self, run: Run):
-        if self.sequences() > run.context.n_seq_max:
-            run.context.refuse_sequences(self.sequences())
         tau, source = self.resolve_threshold(run)
         run.extra_stats.update(
             adadec_threshold=round(tau, 4), threshold_source=source, adadec_schedule=self.options.schedule, pauses=0

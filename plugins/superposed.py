@@ -157,7 +157,9 @@ class Superposed(Strategy):
     reads_temperature = False
 
     def sequences(self) -> int:
-        return self.options.k + 1  # the run's own and one per draft
+        # the drafts share the run's one sequence; only rescoring forks one per draft (the
+        # once-per-model input check takes a fork only where one is free)
+        return self.options.k + 1 if self.options.rescore else 1
 
     def generate(self, run: Run):
         from assistant.ngrams import get_store

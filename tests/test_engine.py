@@ -483,6 +483,9 @@ def test_too_few_or_too_many_sequences_are_user_errors(smol, isolated_env, monke
         big = Request(prompt="x = ", max_tokens=2, strategy=strategy, options={**options, "k": "300"})
         with pytest.raises(UserError, match=r"needs 301 sequences .*more than llama.cpp allows \(255\); lower k"):
             service.run(big)  # no setting gives 301: the hint must not name one
+    # superposed's drafts share one sequence: only rescoring them takes one each
+    plain = {"k": "5", "corpus": str(ROOT / "assistant")}
+    assert len(service.run(Request(prompt="x = ", max_tokens=2, strategy="superposed", options=plain)).tokens) == 2
     # the sequences forked before the one that failed were given back: k=2 fits in 3
     assert service.run(Request(prompt="x = ", max_tokens=2, strategy="contrastive", options={"k": "2"})).tokens
     # adadec carries the winner's rollout into the next pause on one more sequence only if one is free
