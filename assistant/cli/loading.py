@@ -29,17 +29,16 @@ def _open_service(settings: Settings, *, quiet: bool = False):
     warn_plugin_failures(service.registry)
     offloads = bool(settings.n_gpu_layers) and gpu_offload_supported()
     if settings.n_gpu_layers and not offloads:  # llama.cpp would run on the CPU, silently
-        typer.echo(
-            f"assistant: warning: n_gpu_layers {settings.n_gpu_layers} has no effect: this llama-cpp-python "
-            "build has no GPU offload (README: GPU and distributed builds)",
-            err=True,
+        _warn(
+            f"n_gpu_layers {settings.n_gpu_layers} has no effect: this llama-cpp-python build has no GPU "
+            "offload (README: GPU and distributed builds)"
         )
     if not offloads:
         _warn_model_beyond_memory(settings.completion_model)
     _warn_too_many_threads(settings.threads)
     problem = cache_problem()
     if problem:
-        typer.echo(f"assistant: warning: {problem}; meanwhile what it keeps is rebuilt on every run", err=True)
+        _warn(f"{problem}; meanwhile what it keeps is rebuilt on every run")
     return service
 
 
@@ -50,10 +49,9 @@ def _warn_too_many_threads(threads: int | None) -> None:
 
     cpus = len(usable_cpus())
     if threads and threads > cpus:
-        typer.echo(
-            f"assistant: warning: {threads} threads on the {cpus} CPUs this process may use run slower than "
-            f"{cpus} (llama.cpp's threads wait on each other); leave --threads out for one per physical core",
-            err=True,
+        _warn(
+            f"{threads} threads on the {cpus} CPUs this process may use run slower than {cpus} (llama.cpp's "
+            "threads wait on each other); leave --threads out for one per physical core"
         )
 
 
@@ -70,11 +68,10 @@ def _warn_model_beyond_memory(path: str | None) -> None:
     except OSError:  # a missing file is said when it loads
         return
     if size > 0.9 * memory:
-        typer.echo(
-            f"assistant: warning: the model file is {size / 2**30:.1f} GiB and this machine has "
-            f"{memory / 2**30:.1f} GiB of memory: llama.cpp will read it from disk for every token (very "
-            "slow); use a smaller quantisation, or offload layers to a GPU (--n-gpu-layers)",
-            err=True,
+        _warn(
+            f"the model file is {size / 2**30:.1f} GiB and this machine has {memory / 2**30:.1f} GiB of memory: "
+            "llama.cpp will read it from disk for every token (very slow); use a smaller quantisation, or "
+            "offload layers to a GPU (--n-gpu-layers)"
         )
 
 
