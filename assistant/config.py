@@ -88,6 +88,9 @@ def _user_dir(env: str, default: Path, what: str) -> Path:
 
 # sizes llama.cpp would take silently (threads -2, a context of 0) and then do something else
 _MINIMUM = {"threads": 1, "n_ctx": 16, "n_batch": 1, "n_seq_max": 1, "max_tokens": 0, "seed": 0}
+# llama.cpp's own limits (GGML_MAX_N_THREADS, LLAMA_MAX_SEQ less the one kept back): past them
+# it aborts the process (threads 10**20: std::bad_alloc) or refuses without naming the setting
+_MAXIMUM = {"threads": 512, "n_seq_max": 255}
 _CHOICES = {"ops_backend": ("auto", "numpy", "torch")}
 
 
@@ -110,6 +113,8 @@ def _coerce(name: str, value: Any, tp: Any, source: str) -> Any:
             number = int(value)
             if number < _MINIMUM.get(name, number):
                 raise UserError(f"{source}: {name} must be at least {_MINIMUM[name]}, got {number}")
+            if number > _MAXIMUM.get(name, number):
+                raise UserError(f"{source}: {name} must be at most {_MAXIMUM[name]} (llama.cpp's limit), got {number}")
             return number
         if base is float:
             return float(value)

@@ -303,6 +303,7 @@ def test_a_byte_order_mark_is_no_text(tmp_path):
         (["complete", "{tmp}/missing.py", "--line", "1", "--column", "1"], "file not found"),
         (["complete", "{tmp}/notes.txt", "--line", "9", "--column", "1"], "outside"),
         (["generate", "x", "-n", "-1", "--model", "{smol}"], "max_tokens must be >= 0, got -1"),
+        (["generate", "x", "-t", "99999999999999999999", "--model", "{smol}"], "threads must be at most 512"),
         (["bench", "speed", "--rounds", "0", "--model", "{smol}"], "--rounds must be >= 1, got 0"),
         (["bench", "strategies", "--tokens", "1", "--model", "{smol}"], "--tokens must be >= 2, got 1"),
         (["bench", "strategies", "--tokens", "5000", "--model", "{smol}"], "--tokens 5000 needs a context of"),

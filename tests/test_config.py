@@ -56,6 +56,18 @@ def test_sizes_llama_cpp_would_misread_are_refused(isolated_env, monkeypatch):
     assert load_settings({"threads": 1}).n_ctx == 512 and load_settings().threads is None
 
 
+def test_sizes_past_llama_cpps_limits_are_refused_where_they_were_set(isolated_env, monkeypatch):
+    """`--threads 99999999999999999999` aborted the process inside llama.cpp (std::bad_alloc,
+    exit 134); n_seq_max 300 was refused by the engine without naming where it was set."""
+    for threads in (513, 10**20):
+        with pytest.raises(UserError, match=f"option --threads: threads must be at most 512 .*got {threads}"):
+            load_settings({"threads": threads})
+    assert load_settings({"threads": 512}).threads == 512
+    monkeypatch.setenv("ASSISTANT_N_SEQ_MAX", "300")
+    with pytest.raises(UserError, match="environment ASSISTANT_N_SEQ_MAX: n_seq_max must be at most 255"):
+        load_settings()
+
+
 def test_a_bad_sampling_setting_names_where_it_was_set(isolated_env, monkeypatch):
     """`top_p = 7` in the config or `ASSISTANT_TEMPERATURE=-1` was refused only when a request
     was checked, as `top_p must be in (0, 1]`: nothing said it came from the config."""

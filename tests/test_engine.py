@@ -232,6 +232,14 @@ def test_row_costs_are_not_cached_while_the_cache_is_full(smol, smol_ctx):
     assert 0 < smol_ctx.output_cost(3) < float("inf")
 
 
+def test_threads_past_ggmls_limit_are_refused_before_llama_cpp(smol):
+    """An API caller's threads went to llama.cpp as an int32: 10**20 wrapped and aborted the
+    process (std::bad_alloc)."""
+    for threads in (513, 10**20, -1):
+        with pytest.raises(UserError, match=f"threads must be 1 to 512 .*got {threads}"):
+            Context(smol, n_ctx=256, n_seq_max=1, threads=threads)
+
+
 def test_decode_prices_are_kept_across_contexts_and_only_for_the_same_set_up(smol, tmp_path, monkeypatch):
     """A one-shot CLI run must not spend seconds re-timing decodes a previous process timed."""
     book = PriceBook(tmp_path / "prices.json")

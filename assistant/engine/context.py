@@ -32,6 +32,7 @@ from .row_prices import RowPrices, price_key
 
 DEFAULT_N_CTX = 4096
 LLAMA_MAX_SEQ = 256  # llama.cpp's LLAMA_MAX_SEQ: it refuses a context with more sequences
+GGML_MAX_N_THREADS = 512  # ggml's limit: far past it (an int32 that wraps) the process aborts
 # `decode_rows` decodes at most this many bytes of logits at a time: llama.cpp keeps a batch's
 # output rows twice (graph output and logits buffer), and 512 rows of Gemma 3's 262k vocabulary
 # are 0.5 GB each time; teacher forcing costs the same per row in chunks of 64 rows.
@@ -196,6 +197,8 @@ class Context(RowPrices):
         (None: each context measures its own, once)."""
         self.model = model
         threads = threads or default_threads()
+        if not 1 <= threads <= GGML_MAX_N_THREADS:
+            raise UserError(f"threads must be 1 to {GGML_MAX_N_THREADS} (llama.cpp's limit), got {threads}")
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = int(n_ctx or min(DEFAULT_N_CTX, model.n_ctx_train or DEFAULT_N_CTX))
         check_kv_fits(model, params.n_ctx)
