@@ -119,6 +119,11 @@ class AdaDec(Strategy):
         return pick_schedule(run, o.k, o.lookahead, BEST_FIRST_WASTE)
 
     def generate(self, run: Run):
+        if self.options.lookahead >= run.context.n_ctx:  # no pause could ever look ahead
+            raise UserError(
+                f"adadec: a lookahead of {self.options.lookahead} tokens cannot fit in the context "
+                f"({run.context.n_ctx} tokens); lower the lookahead or raise --n-ctx"
+            )
         tau, source = self.resolve_threshold(run)
         run.extra_stats.update(
             adadec_threshold=round(tau, 4), threshold_source=source, adadec_schedule=self.options.schedule, pauses=0
@@ -145,8 +150,15 @@ class AdaDec(Strategy):
         while logits is not None:
             x = run.constrain(logits)
             rollouts = None
-            if known is not None or ops.entropy_at_least(x, tau):  # (mostly no full exp pass when confident)
-                # pause: rerank the top-k candidates by a greedy lookahead of each
+            pause = known is not None or ops.entropy_at_least(x, tau)  # (mostly no full exp pass when confident)
+            if pause and len(run.seq.tokens) + o.lookahead > run.context.n_ctx:
+                # its L lookahead tokens cannot fit: greedy's token, without decoding branches
+                # to the end of the context to find that out
+                pause, known = False, None
+                _count_pause_without_room(run)
+                while carry:
+                    carry.pop().fork.release()
+            if pause:  # rerank the top-k candidates by a greedy lookahead of each
                 lse, entropy = known if known is not None else ops.logsumexp_entropy(x)
                 known = None
                 cands, logprobs = top_candidates(ops, x, o.k, lse)
@@ -179,7 +191,7 @@ class AdaDec(Strategy):
                         score_past_end=o.score_past_end,
                     )
                 except ContextOverflow:  # near the end of the context the branches' cells do not fit
-                    run.extra_stats["pauses_without_room"] = run.extra_stats.get("pauses_without_room", 0) + 1
+                    _count_pause_without_room(run)
             if rollouts is None:  # confident, or no room to look ahead: greedy's token, as greedy ends
                 token = ops.argmax(x)
                 yield from run.take(token)
@@ -230,6 +242,10 @@ class AdaDec(Strategy):
                 for f in forks:
                     if f is not None:
                         f.release()
+
+
+def _count_pause_without_room(run: Run) -> None:
+    run.extra_stats["pauses_without_room"] = run.extra_stats.get("pauses_without_room", 0) + 1
 
 
 def _threshold(options: AdaDecOptions, model_path: Path) -> tuple[float, str, dict | None]:

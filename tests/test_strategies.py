@@ -446,6 +446,28 @@ def test_forking_strategies_run_to_the_end_of_the_context(service, strategy, opt
         assert any("near the end of the context" in n for n in done.stats["notes"]), done.stats["notes"]
 
 
+def test_adadec_lookahead_longer_than_the_room_left_decodes_no_branch(service):
+    """`-o lookahead=99999999999999999999` ran past a 90 s timeout for 6 tokens: every pause
+    decoded its branches to the end of the context, only to find the lookahead did not fit
+    and take greedy's token. Such a pause now takes it at once (no more passes than greedy's),
+    and a lookahead no context position could hold is refused before the prompt is read."""
+    n_ctx = service.context().n_ctx
+    prompt = "def f(x):\n    return"
+    greedy, _ = run(service, Request(prompt=prompt, max_tokens=6))
+    req = Request(
+        prompt=prompt, max_tokens=6, strategy="adadec", options={"threshold": "0", "lookahead": str(n_ctx - 1)}
+    )
+    done, events = run(service, req)
+    assert done.text == greedy.text and not any(isinstance(e, Pause) for e in events)
+    # (greedy's run may have read the prompt in one pass more: it was not cached yet)
+    assert done.stats["pauses_without_room"] == 6 and done.stats["forward_passes"] <= greedy.stats["forward_passes"]
+    assert any("near the end of the context" in n for n in done.stats["notes"])
+    for lookahead in (n_ctx, 10**20):
+        req = Request(prompt=prompt, max_tokens=6, strategy="adadec", options={"lookahead": str(lookahead)})
+        with pytest.raises(UserError, match=f"a lookahead of {lookahead} tokens cannot fit in the context"):
+            run(service, req)
+
+
 def test_superposed_gives_distinct_drafts(service):
     req = Request(
         prompt="def area(r):\n    return", max_tokens=8, strategy="superposed", options={"corpus": SMALL_CORPUS}
