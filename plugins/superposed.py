@@ -30,10 +30,12 @@ from assistant.errors import Cancelled, ContextOverflow, PluginError
 from assistant.ngrams import MAX_CONTEXT
 from assistant.ops import numpy_ops
 
+MAX_DRAFTS = 254
+
 
 @dataclass
 class SuperposedOptions:
-    k: int = option(3, "number of drafts")
+    k: int = option(3, f"number of drafts (at most {MAX_DRAFTS})")
     alpha: float = option(0.54, "weight of the n-gram term in the geometric interpolation")
     temp: float = option(0.06, "temperature of the shared LM distribution (sharp on purpose)")
     n_token_sample: int = option(9, "tokens of the shared distribution each draft may extend with")
@@ -46,6 +48,10 @@ class SuperposedOptions:
 
     def __post_init__(self):
         require(self.k >= 1, "k", self.k, ">= 1")
+        # as many as llama.cpp's 255 sequences hold with the run's own, which rescore=true needs;
+        # without it nothing stopped 10**20 drafts, whose number grows n_token_sample-fold a step
+        # (6 tokens took 13 s and 900 MB, each step more)
+        require(self.k <= MAX_DRAFTS, "k", self.k, f"<= {MAX_DRAFTS}")
         require(self.n_token_sample >= 1, "n_token_sample", self.n_token_sample, ">= 1")
         # one token a step extends the one draft there is at the start: k drafts were 1, silently
         require(self.k == 1 or self.n_token_sample >= 2, "n_token_sample", self.n_token_sample, ">= 2 when k > 1")

@@ -159,6 +159,7 @@ def test_an_option_out_of_range_is_named_with_its_value():
         ("contrastive", "window", "0"),
         ("superposed", "temp", "0"),
         ("superposed", "n_token_sample", "0"),
+        ("superposed", "k", "255"),  # 10**20 drafts: 13 s and 900 MB for 6 tokens, more each step
         ("speculative", "max_ngram", "0"),
         ("speculative", "max_ngram", "100"),  # 170 MB more on a 3,600-token prompt, for nothing
         ("speculative", "max_draft", "0"),
