@@ -283,6 +283,9 @@ def test_a_match_that_cannot_go_on_or_was_stopped_is_said_to_be_incomplete(servi
             r"^JSON schema in s\.json: not valid JSON .*; a Lark or GBNF grammar goes to --grammar$",
         ),
         ("json-schema", 'root ::= "a"\n', "a Lark or GBNF grammar goes to --grammar$"),
+        # text forced without end: llguidance's parser gave up at the first token, in 40 lines
+        ("lark", 'root ::= "a" root\n', r"^invalid grammar in s\.json: parser error: Too many items .* without end\)$"),
+        ("lark", 'start: a\na: "(" a ")"\n', "Too many items"),
     ],
 )
 def test_invalid_constraints_are_clear_errors(service, kind, source, message):
@@ -304,6 +307,18 @@ def test_cli_constraint_flags(tmp_path, smol_path):
     assert res.returncode == 2 and "missing_rule" in res.stderr and "Traceback" not in res.stderr
     res = run_cli("generate", "x", "--model", str(smol_path), "--regex", "a", "--grammar", str(bad))
     assert res.returncode == 2 and "only one of" in res.stderr
+
+
+def test_a_grammar_whose_parser_gives_up_midway_is_one_line(tmp_path, smol_path):
+    """Once the text took the branch that forces "a" without end, llguidance's parser gave up:
+    a warning of its own on stderr, then its parser state and the whole grammar (40 lines)."""
+    late = tmp_path / "late.lark"
+    late.write_text('start: "y" b | "yx"\nb: "a" b\n')
+    res = run_cli("generate", "Answer: ya", "--model", str(smol_path), "--grammar", str(late), "-n", "8")
+    assert res.returncode == 2 and res.stdout.startswith("y"), (res.stdout, res.stderr)
+    assert re.fullmatch(
+        r"assistant: error: grammar in .*late\.lark failed at token \d+: parser error: Too many items.*\n", res.stderr
+    )
 
 
 def test_shipped_grammars_are_usable_by_name(tmp_path):

@@ -66,7 +66,7 @@ class GrammarConstraint:
     def advance(self, token: int) -> None:
         self._mask = None
         if not self.matcher.consume_token(int(token)):
-            raise ConstraintError(f"token {token} rejected by {self.description}: {self.matcher.get_error()}")
+            raise ConstraintError(f"{self.description} failed at token {token}: {matcher_error(self.matcher)}")
         if self.blanks is not None and 0 <= token < len(self.blanks.blank):
             chars, lines = int(self.blanks.chars[token]), int(self.blanks.lines[token])
             if self.blanks.blank[token]:
@@ -85,6 +85,15 @@ class GrammarConstraint:
         """No token can follow (the grammar has a rule no text matches): llguidance then allows
         only the end, and the text would end as if it matched."""
         return self.matcher.is_error()
+
+
+def matcher_error(matcher) -> str:
+    """llguidance's error in one line: after it come its parser's state and the whole grammar
+    (40 lines for `root ::= "a" root`, after a warning of its own on stderr)."""
+    error = matcher.get_error().strip().splitlines()[0] if matcher.get_error().strip() else "unknown error"
+    if "Too many items" in error:  # its parser gave up on the text the grammar forces
+        error += " (a rule that only repeats itself, as `root ::= \"a\" root`, forces text without end)"
+    return error
 
 
 _GBNF_RULE = re.compile(r"(?m)^\s*[A-Za-z][\w-]*\s*::=")
@@ -153,13 +162,17 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
     error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
     if error:
         raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {error.strip()}")
-    matcher = llguidance.LLMatcher(tokenizer, grammar)
+    matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)  # its errors are ours to say, once
     if matcher.is_error():
-        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher.get_error()}")
+        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher_error(matcher)}")
     constraint = GrammarConstraint(matcher, model.n_vocab, f"{_WHAT.get(kind, kind)}{where}", trailing_blanks(model))
     constraint.allowed()  # the first mask: a grammar that matches no text is dead before it starts
     if constraint.dead_end():
         raise ConstraintError(f"the {_WHAT.get(kind, kind)}{where} matches no text at all")
+    probe = matcher.deep_copy()  # the text it forces from the start, where the parser may give up
+    forced = probe.compute_ff_tokens()
+    if forced and not probe.consume_tokens(forced):
+        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher_error(probe)}")
     return constraint
 
 
