@@ -87,12 +87,27 @@ class GrammarConstraint:
         return self.matcher.is_error()
 
 
+def _regex_error(pattern: str, error: str) -> str:
+    """The regex parser's complaint in one line, where it points: llguidance wraps the pattern
+    in a grammar of its own and shows both (`at 1(8): invalid regex "(" (in regex): regex parse
+    error:`, the pattern, carets, the complaint, then its grammar line `start: /(/`)."""
+    lines = error.strip().splitlines()
+    complaint = next((ln[len("error: ") :] for ln in lines if ln.startswith("error: ")), None)
+    if complaint is None:
+        return error.strip()
+    at = lines.index("error: " + complaint) - 1  # the carets under the pattern, indented 4
+    caret = lines[at].find("^") if at >= 0 else -1
+    if "\n" in pattern:  # several lines: no one column to name
+        return f"{complaint} in {pattern!r}"
+    return f'{complaint} at column {caret - 3} of "{pattern}"' if caret >= 4 else f'{complaint} in "{pattern}"'
+
+
 def matcher_error(matcher) -> str:
     """llguidance's error in one line: after it come its parser's state and the whole grammar
     (40 lines for `root ::= "a" root`, after a warning of its own on stderr)."""
     error = matcher.get_error().strip().splitlines()[0] if matcher.get_error().strip() else "unknown error"
     if "Too many items" in error:  # its parser gave up on the text the grammar forces
-        error += " (a rule that only repeats itself, as `root ::= \"a\" root`, forces text without end)"
+        error += ' (a rule that only repeats itself, as `root ::= "a" root`, forces text without end)'
     return error
 
 
@@ -161,7 +176,8 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
         raise ConstraintError(f"{_WHAT.get(kind, kind)}{where}: {exc}") from None
     error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
     if error:
-        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {error.strip()}")
+        error = _regex_error(source, error) if kind == "regex" else error.strip()
+        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {error}")
     matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)  # its errors are ours to say, once
     if matcher.is_error():
         raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher_error(matcher)}")
