@@ -148,6 +148,8 @@ def grammar_text(kind: str, source: str) -> str:
             raise ConstraintError("it is JSON, not Lark or GBNF; a JSON schema goes to --json-schema")
         return llguidance.LLMatcher.grammar_from_lark(_lark_from_gbnf(source) if _is_gbnf(source) else source)
     if kind == "regex":
+        if (len(source) - len(source.rstrip("\\"))) % 2:  # llguidance drops it: `ab\` matched "ab"
+            raise ConstraintError(f'"{source}" ends in a backslash that escapes nothing (\\\\ matches one)')
         return llguidance.LLMatcher.grammar_from_regex(source)
     if kind == "json-schema":
         try:
