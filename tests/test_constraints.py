@@ -275,6 +275,7 @@ def test_a_match_that_cannot_go_on_or_was_stopped_is_said_to_be_incomplete(servi
         # one line, where it points: llguidance's own wrapper grammar (`start: /[a-/`) and carets
         ("regex", "[a-", r'^invalid regex in s\.json: unclosed character class at column 1 of "\[a-"$'),
         ("regex", "ab[z-a]", r"^invalid regex in s\.json: invalid character class range, .* at column 4 of"),
+        ("regex", r"a\b", r"^invalid regex in s\.json: lookarounds not supported yet; .* /a\\b/$"),
         ("regex", "ab\\", "ends in a backslash that escapes nothing"),  # llguidance dropped it: "ab" matched
         ("json-schema", '{"type": "bogus"}', "bogus"),
         ("json-schema", "{not json", r"^JSON schema in s\.json: not valid JSON \(Expecting property name"),

@@ -93,8 +93,8 @@ def _regex_error(pattern: str, error: str) -> str:
     error:`, the pattern, carets, the complaint, then its grammar line `start: /(/`)."""
     lines = error.strip().splitlines()
     complaint = next((ln[len("error: ") :] for ln in lines if ln.startswith("error: ")), None)
-    if complaint is None:
-        return error.strip()
+    if complaint is None:  # llguidance's own (`lookarounds not supported yet; WordUnicode in regex /a\b/`)
+        return re.sub(r'^at \d+\(\d+\): invalid regex ".*?" \(in regex\): ', "", lines[0])
     at = lines.index("error: " + complaint) - 1  # the carets under the pattern, indented 4
     caret = lines[at].find("^") if at >= 0 else -1
     if "\n" in pattern:  # several lines: no one column to name
