@@ -105,7 +105,7 @@ def _regex_error(pattern: str, error: str) -> str:
 def matcher_error(matcher) -> str:
     """llguidance's error in one line: after it come its parser's state and the whole grammar
     (40 lines for `root ::= "a" root`, after a warning of its own on stderr)."""
-    error = matcher.get_error().strip().splitlines()[0] if matcher.get_error().strip() else "unknown error"
+    error = (matcher.get_error().strip() or "unknown error").splitlines()[0]
     if "Too many items" in error:  # its parser gave up on the text the grammar forces
         error += ' (a rule that only repeats itself, as `root ::= "a" root`, forces text without end)'
     return error
@@ -170,27 +170,27 @@ def build(kind: str, source: str, model, *, origin: str = "") -> GrammarConstrai
 
     from ..engine.guidance import lltokenizer, trailing_blanks
 
-    where = f" in {origin}" if origin else ""
+    what = _WHAT.get(kind, kind) + (f" in {origin}" if origin else "")  # "grammar in sql.lark"
     tokenizer = lltokenizer(model)
     try:
         grammar = grammar_text(kind, source)
     except ConstraintError as exc:  # said of the file it came from
-        raise ConstraintError(f"{_WHAT.get(kind, kind)}{where}: {exc}") from None
+        raise ConstraintError(f"{what}: {exc}") from None
     error = llguidance.LLMatcher.validate_grammar(grammar, tokenizer)
     if error:
         error = _regex_error(source, error) if kind == "regex" else error.strip()
-        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {error}")
+        raise ConstraintError(f"invalid {what}: {error}")
     matcher = llguidance.LLMatcher(tokenizer, grammar, log_level=0)  # its errors are ours to say, once
     if matcher.is_error():
-        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher_error(matcher)}")
-    constraint = GrammarConstraint(matcher, model.n_vocab, f"{_WHAT.get(kind, kind)}{where}", trailing_blanks(model))
+        raise ConstraintError(f"invalid {what}: {matcher_error(matcher)}")
+    constraint = GrammarConstraint(matcher, model.n_vocab, what, trailing_blanks(model))
     constraint.allowed()  # the first mask: a grammar that matches no text is dead before it starts
     if constraint.dead_end():
-        raise ConstraintError(f"the {_WHAT.get(kind, kind)}{where} matches no text at all")
+        raise ConstraintError(f"the {what} matches no text at all")
     probe = matcher.deep_copy()  # the text it forces from the start, where the parser may give up
     forced = probe.compute_ff_tokens()
     if forced and not probe.consume_tokens(forced):
-        raise ConstraintError(f"invalid {_WHAT.get(kind, kind)}{where}: {matcher_error(probe)}")
+        raise ConstraintError(f"invalid {what}: {matcher_error(probe)}")
     return constraint
 
 
