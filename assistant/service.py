@@ -11,7 +11,7 @@ from . import bundled, engine, ops  # noqa: F401  engine before ops: llama.cpp l
 from .config import Settings, cache_dir
 from .context import build_prompt
 from .context.syntax import known_languages
-from .decoding import Constraint, Done, Event, Request, Run
+from .decoding import Constraint, Done, Event, Request, Run, Token
 from .engine import Context, Model, PriceBook, check_gguf_path, check_kv_fits
 from .errors import Cancelled, EngineError, PluginError, UserError
 from .registry import BUILTIN_PREFIX, Registry, get_registry
@@ -181,10 +181,14 @@ class Service:
                 sequence=main,
                 progress=progress,
             )
-            ended = False
+            ended, shown = False, []
             try:
                 for event in strategy.generate(run):
                     ended = isinstance(event, Done)
+                    if ended and (tail := _unshown(event, shown)) is not None:
+                        yield tail
+                    if isinstance(event, Token):
+                        shown.append(event.text)
                     yield _with_prompt_stats(event, prompt)
             except Cancelled:  # an aborted decode the strategy did not catch (e.g. in a lookahead)
                 run.finish("cancelled")
@@ -196,7 +200,10 @@ class Service:
                     raise  # our own bug: the traceback is the report
                 raise PluginError(_plugin_failure(strategy_cls, exc)) from exc
             if not ended:  # every caller reads a last `Done`; a plugin's strategy may end without one
-                yield _with_prompt_stats(run.done(), prompt)
+                done = run.done()
+                if (tail := _unshown(done, shown)) is not None:
+                    yield tail
+                yield _with_prompt_stats(done, prompt)
 
     def run(self, request: Request, **kwargs) -> Done:
         """Run a request to the end and return its `Done` (for callers that do not stream)."""
@@ -227,6 +234,17 @@ def _plugin_failure(strategy_cls: type, exc: Exception) -> str:
         f"strategy {strategy_cls.name!r} (plugin module {strategy_cls.__module__}) failed{where}: "
         f"{type(exc).__name__}: {exc} (a bug in that plugin)"
     )
+
+
+def _unshown(done: Done, shown: list[str]) -> Token | None:
+    """The end of the run's text that no `Token` showed: text held back as the start of a stop
+    string when the run ended where what `Run.finish` returns could not be yielded (a full
+    context or a cancel inside `Run.step`, superposed's end): streamed output lacked it while
+    `Done.text` had it."""
+    before = "".join(shown)
+    if len(done.text) > len(before) and done.text.startswith(before):
+        return Token(done.text[len(before) :])
+    return None
 
 
 def _with_prompt_stats(event: Event, prompt) -> Event:

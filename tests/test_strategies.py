@@ -446,6 +446,29 @@ def test_forking_strategies_run_to_the_end_of_the_context(service, strategy, opt
         assert any("near the end of the context" in n for n in done.stats["notes"]), done.stats["notes"]
 
 
+def test_text_held_back_for_a_stop_is_shown_when_the_context_ends_the_run(service):
+    """Text that might start a stop string is held back; where the full context then ended the
+    run (inside `Run.step`, which cannot yield), the held text was in `Done.text` and --json
+    but never streamed: the terminal showed `v33 ` where the JSON said `v33 = 2`."""
+    n_ctx = service.context().n_ctx
+    model = service.model()
+    lines = [f"v{i} = {i * 7 % 100}" for i in range(2000)]
+    lo, hi = 1, len(lines)  # the most lines whose prompt leaves 8 cells
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(model.tokenize("\n".join(lines[:mid]) + "\n")) <= n_ctx - 8:
+            lo = mid
+        else:
+            hi = mid - 1
+    prompt = "\n".join(lines[:lo]) + "\n"
+    whole, _ = run(service, Request(prompt=prompt, max_tokens=40))
+    assert whole.finish_reason == "length" and len(whole.text) > 3
+    # a stop its last 3 characters start: held back at the end, never completed
+    held, events = run(service, Request(prompt=prompt, max_tokens=40, stop=[whole.text[-3:] + "\u2603"]))
+    assert held.text == whole.text  # (and `run` checks the streamed tokens spell it)
+    assert events[-2].text.endswith(whole.text[-3:])
+
+
 def test_adadec_lookahead_longer_than_the_room_left_decodes_no_branch(service):
     """`-o lookahead=99999999999999999999` ran past a 90 s timeout for 6 tokens: every pause
     decoded its branches to the end of the context, only to find the lookahead did not fit
