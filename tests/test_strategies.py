@@ -34,6 +34,20 @@ def run(service, request, **kw):
     return done, events
 
 
+def prompt_leaving(service, cells: int) -> str:
+    """The most lines of `v{i} = …` whose prompt leaves `cells` cells of the context free."""
+    n_ctx, model = service.context().n_ctx, service.model()
+    lines = [f"v{i} = {i * 7 % 100}" for i in range(2000)]
+    lo, hi = 1, len(lines)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if len(model.tokenize("\n".join(lines[:mid]) + "\n")) <= n_ctx - cells:
+            lo = mid
+        else:
+            hi = mid - 1
+    return "\n".join(lines[:lo]) + "\n"
+
+
 def first_fragile(pauses, tau: float, default: int) -> int:
     """Position of the first decision llama.cpp's batch-shape arithmetic could flip: an
     entropy near the threshold, or a near-tie between the exact scores (a pruned candidate's
@@ -424,16 +438,7 @@ def test_forking_strategies_run_to_the_end_of_the_context(service, strategy, opt
     or a few tokens early (contrastive); superposed's rescoring pass teacher-forces its drafts
     one at a time there."""
     n_ctx = service.context().n_ctx
-    lines = [f"v{i} = {i * 7 % 100}" for i in range(2000)]
-    model = service.model()
-    lo, hi = 1, len(lines)  # the most lines whose prompt leaves 12 cells
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(model.tokenize("\n".join(lines[:mid]) + "\n")) <= n_ctx - 12:
-            lo = mid
-        else:
-            hi = mid - 1
-    prompt = "\n".join(lines[:lo]) + "\n"
+    prompt = prompt_leaving(service, 12)
     greedy, _ = run(service, Request(prompt=prompt, max_tokens=40))
     done, events = run(service, Request(prompt=prompt, max_tokens=40, strategy=strategy, options=options))
     assert greedy.finish_reason == done.finish_reason == "length"
@@ -450,17 +455,7 @@ def test_text_held_back_for_a_stop_is_shown_when_the_context_ends_the_run(servic
     """Text that might start a stop string is held back; where the full context then ended the
     run (inside `Run.step`, which cannot yield), the held text was in `Done.text` and --json
     but never streamed: the terminal showed `v33 ` where the JSON said `v33 = 2`."""
-    n_ctx = service.context().n_ctx
-    model = service.model()
-    lines = [f"v{i} = {i * 7 % 100}" for i in range(2000)]
-    lo, hi = 1, len(lines)  # the most lines whose prompt leaves 8 cells
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if len(model.tokenize("\n".join(lines[:mid]) + "\n")) <= n_ctx - 8:
-            lo = mid
-        else:
-            hi = mid - 1
-    prompt = "\n".join(lines[:lo]) + "\n"
+    prompt = prompt_leaving(service, 8)
     whole, _ = run(service, Request(prompt=prompt, max_tokens=40))
     assert whole.finish_reason == "length" and len(whole.text) > 3
     # a stop its last 3 characters start: held back at the end, never completed
