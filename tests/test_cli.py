@@ -304,6 +304,13 @@ def test_a_byte_order_mark_is_no_text(tmp_path):
         (["complete", "{tmp}/notes.txt", "--line", "9", "--column", "1"], "outside"),
         (["generate", "x", "-n", "-1", "--model", "{smol}"], "max_tokens must be >= 0, got -1"),
         (["generate", "x", "-t", "99999999999999999999", "--model", "{smol}"], "threads must be at most 512"),
+        # an empty value (a shell variable that was not set): the error named `.`, or it ran anyway
+        (["generate", "x", "--model", ""], '--model "" is empty'),  # "a directory, not a GGUF file: ."
+        (["generate", "x", "--grammar", "", "--model", "{smol}"], '--grammar "" is empty'),
+        (["generate", "x", "--regex", "", "--model", "{smol}"], '--regex "" is empty'),  # wrote nothing, exit 0
+        (["generate", "x", "-s", "", "--model", "{smol}"], '--strategy "" is empty'),  # ran greedy
+        (["complete", "", "-l", "1", "-c", "1"], 'FILE "" is empty'),  # "not a file: ."
+        (["eval", "compare", "", "{tmp}/notes.txt"], 'A "" is empty'),
         (["bench", "speed", "--rounds", "0", "--model", "{smol}"], "--rounds must be >= 1, got 0"),
         (["bench", "strategies", "--tokens", "1", "--model", "{smol}"], "--tokens must be >= 2, got 1"),
         (["bench", "strategies", "--tokens", "5000", "--model", "{smol}"], "--tokens 5000 needs a context of"),

@@ -22,11 +22,14 @@ from .options import (
     TempOpt,
     ThreadsOpt,
     parse_options,
+    path_parser,
     sampling_for,
     strategy_name,
 )
 from .output import echo_notes, emit_json, note_unused_temperature, rate
 from .progress import progress_bar, say_where_work_is_saved
+
+_GIVE = "give a results file of `eval humaneval`"
 
 
 @eval_app.command("humaneval")
@@ -37,7 +40,10 @@ def eval_humaneval(
     temperature: TempOpt = None,
     seed: SeedOpt = None,
     max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Most tokens per problem.", min=1)] = 384,
-    output: Annotated[Path | None, typer.Option("--output", help="Results JSONL (default: in the data dir).")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", help="Results JSONL (default: in the data dir).", parser=path_parser("--output")),
+    ] = None,
     model: ModelOpt = None,
     n_gpu_layers: GpuOpt = None,
     threads: ThreadsOpt = None,
@@ -76,8 +82,10 @@ def eval_humaneval(
 
 @eval_app.command("compare")
 def eval_compare(
-    a: Annotated[Path, typer.Argument(help="Results JSONL of run A (from `eval humaneval`).")],
-    b: Annotated[Path, typer.Argument(help="Results JSONL of run B.")],
+    a: Annotated[
+        Path, typer.Argument(help="Results JSONL of run A (from `eval humaneval`).", parser=path_parser("A", _GIVE))
+    ],
+    b: Annotated[Path, typer.Argument(help="Results JSONL of run B.", parser=path_parser("B", _GIVE))],
     as_json: JsonOpt = False,
 ):
     """Pair two HumanEval runs problem by problem: who passes what, and whether it is chance."""
@@ -112,7 +120,10 @@ def eval_compare(
 @eval_app.command("infill")
 def eval_infill(
     cases: Annotated[
-        Path | None, typer.Option("--cases", help="JSONL of {prefix, suffix, middle, test?, language?, id?}.")
+        Path | None,
+        typer.Option(
+            "--cases", help="JSONL of {prefix, suffix, middle, test?, language?, id?}.", parser=path_parser("--cases")
+        ),
     ] = None,
     kind: Annotated[str, typer.Option("--kind", help="Default cases: single, multi or both.")] = "single",
     strategy: StrategyOpt = None,

@@ -26,6 +26,7 @@ from .options import (
     TempOpt,
     ThreadsOpt,
     constraint_from_flags,
+    path_parser,
     prompt_text,
     request_for,
     stdin_text,
@@ -57,7 +58,13 @@ def generate(
 
 @app.command()
 def complete(
-    file: Annotated[Path, typer.Argument(help="Source file to complete in, or - to read it from stdin.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="Source file to complete in, or - to read it from stdin.",
+            parser=path_parser("FILE", "give a file or -"),
+        ),
+    ],
     line: Annotated[int, typer.Option("--line", "-l", help="Cursor line, 1-based.")],
     column: Annotated[
         int, typer.Option("--column", "-c", help="Cursor column, 1-based (cursor is before it), in --column-unit.")

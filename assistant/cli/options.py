@@ -14,8 +14,25 @@ from .. import bundled
 from ..config import Settings, load_settings
 from ..errors import UserError
 
+
+def path_parser(what: str, hint: str = "leave it out or give a path"):
+    """A path flag's or argument's parser: an empty value (a shell variable that was not set)
+    became Path("."), and the error then named `.`, which the user never typed (`cannot read
+    grammar file .: Is a directory`)."""
+
+    def parse(value: str) -> Path:
+        if value == "":
+            raise UserError(f'{what} "" is empty: {hint}')
+        return Path(value)
+
+    return parse
+
+
 # -- flags the commands share ------------------------------------------------------------------
-ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="Any GGUF file (default: bundled model).")]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", "-m", help="Any GGUF file (default: bundled model).", parser=path_parser("--model")),
+]
 GpuOpt = Annotated[int | None, typer.Option("--n-gpu-layers", "-ngl", help="Layers to offload to the GPU.")]
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", "-t", help="CPU threads (default: one per physical core).")
@@ -40,10 +57,18 @@ StopOpt = Annotated[
     list[str] | None, typer.Option("--stop", help=r"Stop string (repeatable); \n, \t, \r and \\ are understood.")
 ]
 GrammarOpt = Annotated[
-    Path | None, typer.Option("--grammar", help="Constrain output to a grammar file: Lark, or llama.cpp's GBNF.")
+    Path | None,
+    typer.Option(
+        "--grammar",
+        help="Constrain output to a grammar file: Lark, or llama.cpp's GBNF.",
+        parser=path_parser("--grammar"),
+    ),
 ]
 RegexOpt = Annotated[str | None, typer.Option("--regex", help="Constrain output to a regular expression.")]
-SchemaOpt = Annotated[Path | None, typer.Option("--json-schema", help="Constrain output to a JSON schema file.")]
+SchemaOpt = Annotated[
+    Path | None,
+    typer.Option("--json-schema", help="Constrain output to a JSON schema file.", parser=path_parser("--json-schema")),
+]
 
 
 def constraint_from_flags(
@@ -61,6 +86,8 @@ def constraint_from_flags(
         raise UserError(f"no plugin provides {kind!r} constraints (is ASSISTANT_PLUGINS limiting them?)")
     model = service.model(role)
     if kind == "regex":
+        if value == "":  # a shell variable that was not set: the output could only be empty
+            raise UserError('--regex "" is empty: it matches only the empty text; leave it out or give a pattern')
         return factories[kind](utf8_text(value, "--regex"), model, origin="--regex")
     from ..constraints import read_source
 
@@ -147,6 +174,8 @@ def strategy_name(settings: Settings, flag: str | None, *, infill: bool) -> str:
     command can run (`infill`: it has a suffix): `strategy = "adadek"` in the config said only
     "unknown strategy 'adadek'" to a user who gave none, and `strategy = "grammar-infill"`
     made every `generate` fail without saying the config chose it."""
+    if flag == "":  # a shell variable that was not set: it ran the configured strategy silently
+        raise UserError('--strategy "" is empty: leave it out for the configured one, or name a strategy')
     if flag is not None or "strategy" not in settings.sources:
         return flag or settings.strategy
     from ..registry import get_registry
