@@ -53,6 +53,21 @@ def test_generate_default_model_is_gemma(tmp_path):
     assert json.loads(res.stdout)["stats"]["generated_tokens"] > 0
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["generate", "x", "-n", "3"], ["generate", "x", "-n", "3", "--json"], ["strategies"]])
+def test_output_to_a_full_disk_is_one_line(smol_path, args):
+    """`> out.txt` on a full disk (here /dev/full) was a 40-line traceback from wherever the
+    text was being printed."""
+    if args[0] == "generate":
+        args = [*args, "--model", str(smol_path)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASSISTANT_")}
+    with open("/dev/full", "w") as full:
+        res = subprocess.run(
+            [sys.executable, "-m", "assistant", *args], stdout=full, stderr=subprocess.PIPE, text=True, env=env
+        )
+    assert res.returncode == 1 and res.stderr == "assistant: error: cannot write: No space left on device\n", res.stderr
+
+
 def test_text_stdout_cannot_encode_is_escaped_not_lost():
     """Under an ASCII or Latin-1 locale (or into a file on Windows) a generated CJK character
     ended the run in UnicodeEncodeError, its text lost: it is written as an escape."""

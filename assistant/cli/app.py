@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -81,6 +82,20 @@ def _usable_standard_streams() -> None:
         reconfigure(errors="backslashreplace")
 
 
+def _output_failed(exc: OSError) -> bool:
+    """Whether `exc` is a write that found no room (`> out.txt` on a full disk, `> /dev/full`):
+    it was a 40-line traceback from wherever the text was being printed. Files the product
+    writes say their own errors, with their names; this is what is left, standard output above
+    all. What it still holds goes nowhere, so Python's flush at exit does not fail again."""
+    if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        return False
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return True
+
+
 def main() -> None:
     _usable_standard_streams()
     # SIGTERM (a timeout, systemd, a CI cancel) ends a command as Ctrl-C does: what was saved is
@@ -97,3 +112,8 @@ def main() -> None:
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except OSError as exc:
+        if not _output_failed(exc):
+            raise
+        typer.echo(f"assistant: error: cannot write: {exc.strerror}", err=True)
+        raise SystemExit(1) from None
