@@ -82,18 +82,12 @@ def _usable_standard_streams() -> None:
         reconfigure(errors="backslashreplace")
 
 
-def _output_failed(exc: OSError) -> bool:
+def _no_room(exc: OSError) -> bool:
     """Whether `exc` is a write that found no room (`> out.txt` on a full disk, `> /dev/full`):
     it was a 40-line traceback from wherever the text was being printed. Files the product
     writes say their own errors, with their names; this is what is left, standard output above
-    all. What it still holds goes nowhere, so Python's flush at exit does not fail again."""
-    if exc.filename is not None or exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
-        return False
-    try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    return True
+    all."""
+    return exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
 def main() -> None:
@@ -113,7 +107,11 @@ def main() -> None:
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except OSError as exc:
-        if not _output_failed(exc):
+        if not _no_room(exc):
             raise
+        try:  # what standard output still holds goes nowhere: Python's flush at exit would fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
         typer.echo(f"assistant: error: cannot write: {exc.strerror}", err=True)
         raise SystemExit(1) from None

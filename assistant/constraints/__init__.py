@@ -92,11 +92,11 @@ def _regex_error(pattern: str, error: str) -> str:
     in a grammar of its own and shows both (`at 1(8): invalid regex "(" (in regex): regex parse
     error:`, the pattern, carets, the complaint, then its grammar line `start: /(/`)."""
     lines = error.strip().splitlines()
-    complaint = next((ln[len("error: ") :] for ln in lines if ln.startswith("error: ")), None)
-    if complaint is None:  # llguidance's own (`lookarounds not supported yet; WordUnicode in regex /a\b/`)
+    at = next((i for i, ln in enumerate(lines) if ln.startswith("error: ")), None)
+    if at is None:  # llguidance's own (`lookarounds not supported yet; WordUnicode in regex /a\b/`)
         return re.sub(r'^at \d+\(\d+\): invalid regex ".*?" \(in regex\): ', "", lines[0])
-    at = lines.index("error: " + complaint) - 1  # the carets under the pattern, indented 4
-    caret = lines[at].find("^") if at >= 0 else -1
+    complaint = lines[at][len("error: ") :]
+    caret = lines[at - 1].find("^") if at > 0 else -1  # the carets under the pattern, indented 4
     if "\n" in pattern:  # several lines: no one column to name
         return f"{complaint} in {pattern!r}"
     return f'{complaint} at column {caret - 3} of "{pattern}"' if caret >= 4 else f'{complaint} in "{pattern}"'
